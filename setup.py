@@ -1,0 +1,47 @@
+"""Packaging for caloforge: the 3DGAN fast-simulation pipeline (data_prep, trainer, eval, KFP DAG)."""
+
+from setuptools import setup
+
+# Runtime requirements are ranges; constraints.txt pins the exact set tested together.
+INSTALL_REQUIRES = [
+    "numpy>=1.26",
+    "h5py>=3.10,<3.15",  # TensorFlow 2.21 asks for h5py < 3.15
+    "matplotlib>=3.8",
+    "protobuf>=6,<7",
+    "apache-beam[gcp]>=2.77,<2.78",
+    "kfp>=2.17,<2.18",
+]
+
+EXTRAS_REQUIRE = {
+    # TensorFlow is an extra so accelerator images can choose their own wheel (infra/).
+    "cpu": ["tensorflow-cpu>=2.21,<2.22"],
+    "tf": ["tensorflow>=2.21,<2.22"],
+    "gcp": ["google-cloud-storage>=2.14", "google-cloud-aiplatform>=1.60,<2"],
+    "dev": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "gcp-storage-emulator>=2024.8.3",
+    ],
+}
+
+setup(
+    name="caloforge",
+    version="0.1.0",
+    description="Kubeflow Pipelines DAG that prepares data for, trains and validates 3DGAN calorimeter showers",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=["pipelines", "components", "data_prep", "trainer", "eval"],
+    include_package_data=True,
+    data_files=[
+        ("share/caloforge/infra", ["infra/README.md"]),
+    ],
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["caloforge=pipelines.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Physics",
+    ],
+)
