@@ -1,0 +1,180 @@
+"""Collects a finished local DAG run into one run folder with an index.html a person can open."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# Each stage's artifact is copied under this name; order is the DAG's order.
+STAGE_FOLDERS = ("raw_data", "tfrecords", "model", "evaluation", "benchmark")
+
+
+@dataclass
+class RunSummary:
+    """What one local run produced, recorded as run.json beside index.html.
+
+    Attributes:
+        run_dir: the run folder.
+        stages: stage name -> folder (relative to run_dir) holding that stage's outputs.
+        parameters: the pipeline parameters the run used.
+        seconds: wall time of the DAG.
+        passed: the evaluator's verdict, or None when the evaluator wrote none.
+        metrics: headline figures shown on the index page.
+    """
+
+    run_dir: str
+    stages: dict[str, str]
+    parameters: dict[str, Any]
+    seconds: float
+    passed: bool | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _copy_artifact(src: str, dst: str) -> None:
+    if os.path.isdir(src):
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    elif os.path.isfile(src):
+        os.makedirs(dst, exist_ok=True)
+        shutil.copy2(src, os.path.join(dst, os.path.basename(src)))
+    else:
+        raise FileNotFoundError(f"stage output {src!r} is missing: the stage did not write its artifact")
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _find(root: str, name: str) -> str | None:
+    """First file called `name` under root (artifacts may hold sub-folders)."""
+    for dirpath, _, files in sorted(os.walk(root)):
+        if name in files:
+            return os.path.join(dirpath, name)
+    return None
+
+
+def collect_run(
+    artifact_paths: dict[str, str],
+    run_dir: str,
+    parameters: dict[str, Any],
+    seconds: float,
+) -> RunSummary:
+    """Copies each stage's artifact into run_dir/<stage>/ and writes index.html and run.json last.
+
+    Args:
+        artifact_paths: stage name (one of STAGE_FOLDERS) -> local path of its artifact.
+        run_dir: destination run folder (created; existing stage folders are replaced).
+        parameters: pipeline parameters, recorded for reproducibility.
+        seconds: wall time of the DAG run.
+
+    Returns:
+        The RunSummary also written to run.json.
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    # index.html and run.json mark a complete run: remove them first so a failure below
+    # never leaves an index pointing at a half-copied folder.
+    for marker in ("index.html", "run.json"):
+        if os.path.exists(os.path.join(run_dir, marker)):
+            os.remove(os.path.join(run_dir, marker))
+    stages: dict[str, str] = {}
+    for stage in STAGE_FOLDERS:
+        if stage not in artifact_paths:
+            continue
+        dst = os.path.join(run_dir, stage)
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        _copy_artifact(artifact_paths[stage], dst)
+        stages[stage] = stage
+
+    metrics_path = _find(os.path.join(run_dir, "evaluation"), "metrics.json") if "evaluation" in stages else None
+    metrics = _read_json(metrics_path) if metrics_path else {}
+    bench_path = _find(os.path.join(run_dir, "benchmark"), "benchmark.json") if "benchmark" in stages else None
+    bench = _read_json(bench_path) if bench_path else {}
+    verdict = metrics.get("verdict", {})
+    headline = _headline(metrics, bench)
+    summary = RunSummary(
+        run_dir=os.path.abspath(run_dir),
+        stages=stages,
+        parameters=parameters,
+        seconds=round(seconds, 2),
+        passed=verdict.get("passed") if isinstance(verdict, dict) else None,
+        metrics=headline,
+    )
+    links = {
+        "report": _rel(run_dir, _find(os.path.join(run_dir, "evaluation"), "report.html")) if "evaluation" in stages else None,
+        "metrics": _rel(run_dir, metrics_path),
+        "benchmark": _rel(run_dir, bench_path),
+        "manifest": _rel(run_dir, _find(os.path.join(run_dir, "tfrecords"), "manifest.json")) if "tfrecords" in stages else None,
+        "training summary": _rel(run_dir, _find(os.path.join(run_dir, "model"), "summary.json")) if "model" in stages else None,
+    }
+    _write_atomic(os.path.join(run_dir, "run.json"), json.dumps(summary.__dict__, indent=2, default=str))
+    _write_atomic(os.path.join(run_dir, "index.html"), render_index(summary, links))
+    return summary
+
+
+def _rel(run_dir: str, path: str | None) -> str | None:
+    return os.path.relpath(path, run_dir) if path else None
+
+
+def _headline(metrics: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
+    """Picks the few figures worth showing on the index page, tolerating absent keys."""
+    out: dict[str, Any] = {}
+    for key in ("showers_per_second", "seconds_per_step", "seconds_per_epoch", "steps"):
+        if key in bench:
+            out[f"benchmark.{key}"] = bench[key]
+    summary = metrics.get("summary", {})
+    if isinstance(summary, dict):
+        for key, value in summary.items():
+            if isinstance(value, (int, float, str, bool)):
+                out[f"eval.{key}"] = value
+    return out
+
+
+def render_index(summary: RunSummary, links: dict[str, str | None]) -> str:
+    """A small self-contained page: verdict, links to each stage's outputs, headline figures."""
+    verdict = {True: "PASSED", False: "FAILED", None: "no verdict"}[summary.passed]
+    rows_links = "".join(
+        f'<li><a href="{html.escape(path)}">{html.escape(name)}</a></li>' for name, path in links.items() if path
+    )
+    rows_stages = "".join(
+        f'<li><a href="{html.escape(folder)}/">{html.escape(stage)}</a></li>' for stage, folder in summary.stages.items()
+    )
+    rows_metrics = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.metrics.items()
+    )
+    rows_params = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in sorted(summary.parameters.items())
+    )
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>caloforge run</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:2px 8px}}
+.PASSED{{color:#070}}.FAILED{{color:#b00}}</style></head>
+<body><h1>caloforge run</h1>
+<p>Physics validation: <b class="{verdict.replace(' ', '_')}">{verdict}</b> &middot; DAG wall time {summary.seconds:.1f} s &middot; {created}</p>
+<h2>Outputs</h2><ul>{rows_links}</ul>
+<h2>Stage folders</h2><ul>{rows_stages}</ul>
+<h2>Headline figures</h2><table>{rows_metrics}</table>
+<h2>Parameters</h2><table>{rows_params}</table>
+</body></html>
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
