@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# Each stage's artifact is copied under this name; order is the DAG's order.
+# Each stage's artifact is moved under this name; order is the DAG's order.
 STAGE_FOLDERS = ("raw_data", "tfrecords", "model", "evaluation", "benchmark")
 
 
@@ -35,12 +35,13 @@ class RunSummary:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _copy_artifact(src: str, dst: str) -> None:
+def _move_artifact(src: str, dst: str) -> None:
+    """Moves (renames, within one file system) a stage's artifact folder or file to dst/."""
     if os.path.isdir(src):
-        shutil.copytree(src, dst, dirs_exist_ok=True)
+        shutil.move(src, dst)
     elif os.path.isfile(src):
         os.makedirs(dst, exist_ok=True)
-        shutil.copy2(src, os.path.join(dst, os.path.basename(src)))
+        shutil.move(src, os.path.join(dst, os.path.basename(src)))
     else:
         raise FileNotFoundError(f"stage output {src!r} is missing: the stage did not write its artifact")
 
@@ -66,7 +67,7 @@ def collect_run(
     parameters: dict[str, Any],
     seconds: float,
 ) -> RunSummary:
-    """Copies each stage's artifact into run_dir/<stage>/ and writes index.html and run.json last.
+    """Moves each stage's artifact into run_dir/<stage>/ and writes index.html and run.json last.
 
     Args:
         artifact_paths: stage name (one of STAGE_FOLDERS) -> local path of its artifact.
@@ -90,7 +91,7 @@ def collect_run(
         dst = os.path.join(run_dir, stage)
         if os.path.exists(dst):
             shutil.rmtree(dst)
-        _copy_artifact(artifact_paths[stage], dst)
+        _move_artifact(artifact_paths[stage], dst)
         stages[stage] = stage
 
     metrics_path = _find(os.path.join(run_dir, "evaluation"), "metrics.json") if "evaluation" in stages else None

@@ -1,0 +1,171 @@
+"""The five lightweight KFP component functions: translate artifacts and parameters, call the library.
+
+Each body imports the library inside the function (KFP ships only the function's source to the
+container), builds the stage's config dataclass, calls the stage, and records a few results in the
+output artifacts' metadata. No physics or training logic lives here.
+"""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def prepare_raw_data(
+    mc_events: int,
+    mc_events_per_file: int,
+    mc_energy_min: float,
+    mc_energy_max: float,
+    mc_seed: int,
+    input_uri: str,
+    raw_data: Output[Dataset],
+):
+    """Writes Monte Carlo HDF5 files, or validates and lists the user's real files at input_uri."""
+    from components.artifacts import local_dir, write_json
+    from data_prep.sources import describe_sources, list_hdf5
+
+    out_dir = local_dir(raw_data)
+    if input_uri:
+        files = list_hdf5(input_uri)
+        raw_data.metadata["source"] = input_uri
+    else:
+        from data_prep.montecarlo import MonteCarloConfig, generate_files
+
+        config = MonteCarloConfig(
+            n_events=mc_events,
+            events_per_file=mc_events_per_file,
+            energy_min=mc_energy_min,
+            energy_max=mc_energy_max,
+            seed=mc_seed,
+        )
+        files = generate_files(config, out_dir)
+        raw_data.metadata["source"] = "monte_carlo"
+        raw_data.metadata["mc_config"] = config.to_dict()
+    description = describe_sources(files)
+    write_json(out_dir, "files.json", description)
+    raw_data.metadata["files"] = len(files)
+    raw_data.metadata["events"] = sum(f["n_events"] for f in description["files"])
+
+
+def convert_to_tfrecords(
+    raw_data: Input[Dataset],
+    test_fraction: float,
+    encoding: str,
+    compression: str,
+    on_bad_event: str,
+    beam_args: str,
+    tfrecords: Output[Dataset],
+):
+    """Runs the Beam HDF5 -> TFRecord conversion; the artifact is the dataset with its manifest."""
+    import json
+    import os
+    import shlex
+
+    from components.artifacts import local_dir, location
+    from data_prep.convert import ConvertConfig, convert
+
+    with open(os.path.join(local_dir(raw_data), "files.json"), encoding="utf-8") as f:
+        files = [entry["uri"] for entry in json.load(f)["files"]]
+    config = ConvertConfig(
+        inputs=files,
+        output=location(tfrecords),
+        test_fraction=test_fraction,
+        encoding=encoding,
+        compression=compression,
+        on_bad_event=on_bad_event,
+        overwrite=True,
+    )
+    manifest = convert(config, pipeline_args=shlex.split(beam_args))
+    tfrecords.metadata["counts"] = manifest["counts"]
+    tfrecords.metadata["manifest"] = os.path.join(location(tfrecords), "manifest.json")
+
+
+def train_gan(
+    tfrecords: Input[Dataset],
+    preset: str,
+    training_loop: str,
+    epochs: int,
+    max_steps: int,
+    batch_size_per_replica: int,
+    learning_rate: float,
+    lr_scaling: str,
+    strategy: str,
+    precision: str,
+    jit_compile: bool,
+    train_seed: int,
+    model: Output[Model],
+):
+    """Trains 3DGAN; the Model artifact is the trainer's whole output folder (generator, timings...)."""
+    import os
+
+    from components.artifacts import location
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    config = TrainConfig(
+        data=os.path.join(location(tfrecords), "manifest.json"),
+        output_dir=location(model),
+        preset=preset,
+        loop=training_loop,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size_per_replica=batch_size_per_replica,
+        learning_rate=learning_rate,
+        lr_scaling=lr_scaling,
+        strategy=strategy,
+        precision=precision,
+        jit_compile=jit_compile,
+        seed=train_seed,
+    )
+    result = train(config)
+    model.metadata["steps"] = result.steps
+    model.metadata["replicas"] = result.replicas
+    model.metadata["strategy"] = result.strategy
+    model.metadata["final_losses"] = result.final_losses
+
+
+def evaluate_gan(
+    tfrecords: Input[Dataset],
+    model: Input[Model],
+    eval_events: int,
+    eval_seed: int,
+    report: Output[HTML],
+    metrics: Output[Metrics],
+):
+    """Validates generated showers against the Monte Carlo test split; report.html is the HTML artifact."""
+    import os
+
+    from components.artifacts import local_dir, location, log_scalars
+    from eval.evaluate import EvalConfig, evaluate
+
+    out_dir = local_dir(report)
+    config = EvalConfig(
+        data=os.path.join(location(tfrecords), "manifest.json"),
+        generator_dir=os.path.join(location(model), "generator"),
+        output_dir=out_dir,
+        max_events=eval_events,
+        seed=eval_seed,
+    )
+    result = evaluate(config)
+    log_scalars(metrics, result.get("summary", {}))
+    metrics.log_metric("passed", float(bool(result["verdict"]["passed"])))
+
+
+def collect_benchmark(
+    tfrecords: Input[Dataset],
+    model: Input[Model],
+    warmup_steps: int,
+    benchmark: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Summarises the training timings into benchmark.json (throughput, epoch time, fingerprint)."""
+    import os
+
+    from components.artifacts import local_dir, location, log_scalars
+    from eval.benchmark import BenchmarkConfig, collect
+
+    config = BenchmarkConfig(
+        train_dir=location(model),
+        output_dir=local_dir(benchmark),
+        manifest=os.path.join(location(tfrecords), "manifest.json"),
+        warmup_steps=warmup_steps,
+    )
+    result = collect(config)
+    log_scalars(metrics, result)

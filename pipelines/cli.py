@@ -1,0 +1,156 @@
+"""The `caloforge` command: compile, run locally, submit the DAG, or run one stage alone."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from typing import Callable, Sequence
+
+# Stage commands hand their remaining arguments to the stage's own parser, so `caloforge train
+# --help` documents exactly the flags of trainer.train (one source of truth per stage).
+STAGE_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "generate": ("data_prep.montecarlo", "main", "write Monte Carlo showers as 3DGAN HDF5 files"),
+    "convert": ("data_prep.convert", "run", "convert HDF5 files to sharded TFRecords with Apache Beam"),
+    "train": ("trainer.train", "main", "train 3DGAN from a converted dataset"),
+    "evaluate": ("eval.evaluate", "main", "validate a trained generator against Monte Carlo"),
+    "benchmark": ("eval.benchmark", "main", "collect training throughput into benchmark.json"),
+}
+
+
+def _stage_entry(command: str) -> Callable[[list[str]], object]:
+    module_name, func_name, _ = STAGE_COMMANDS[command]
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def _add_hardware_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", default=None, help="container image of every component (default: $CALOFORGE_IMAGE or the published CPU image)")
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "tpu"], help="hardware of the training step")
+    parser.add_argument("--accelerator-count", type=int, default=0, help="GPUs or TPU chips for the training step")
+    parser.add_argument("--gpu-type", default="", help="GPU model, e.g. nvidia-tesla-v100, nvidia-a100, nvidia-h100")
+    parser.add_argument("--tpu-version", default="", help="TPU generation, e.g. v3, v4, v5e")
+    parser.add_argument("--tpu-topology", default="", help="TPU slice topology, e.g. 2x2 or 4x4")
+    parser.add_argument("--target", default="vertex", choices=["vertex", "kubeflow"], help="where the YAML will run (resource names differ)")
+
+
+def _hardware_from_args(args: argparse.Namespace):
+    from trainer.hardware import HardwareProfile
+
+    return HardwareProfile(
+        accelerator=args.accelerator,
+        count=args.accelerator_count,
+        gpu_type=args.gpu_type,
+        tpu_version=args.tpu_version,
+        tpu_topology=args.tpu_topology,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caloforge",
+        description="3DGAN calorimeter fast simulation: a Kubeflow Pipelines DAG and its stages.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML")
+    p.add_argument("--output", default="caloforge_pipeline.yaml", help="YAML file to write")
+    _add_hardware_flags(p)
+
+    p = sub.add_parser("run", help="run the whole DAG")
+    p.add_argument("--local", action="store_true", required=True, help="run with kfp.local in this environment (the only mode; use `submit` for clusters)")
+    p.add_argument("--output-dir", default="runs/latest", help="run folder collecting every stage's outputs")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="override a pipeline parameter (repeatable)")
+    p.add_argument("--params-file", default=None, help="JSON file of pipeline parameters")
+
+    p = sub.add_parser("submit", help="submit a compiled YAML to Vertex AI or Kubeflow")
+    p.add_argument("backend", choices=["vertex", "kubeflow"])
+    p.add_argument("--pipeline", default="caloforge_pipeline.yaml", help="compiled YAML")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--project", default="")
+    p.add_argument("--region", default="")
+    p.add_argument("--pipeline-root", default="", help="gs:// artifact root")
+    p.add_argument("--service-account", default=None)
+    p.add_argument("--host", default="", help="Kubeflow Pipelines API endpoint")
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--experiment", default="caloforge")
+    p.add_argument("--dry-run", action="store_true", help="build the job and print it without submitting")
+
+    p = sub.add_parser("params", help="print the pipeline parameters and their defaults as JSON")
+
+    for name, (_, _, help_text) in STAGE_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A stage command passes everything after its name to the stage's own parser.
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] in STAGE_COMMANDS:
+        result = _stage_entry(argv[first])(argv[first + 1 :])
+        return result if isinstance(result, int) else 0
+
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"caloforge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pipelines.config import PipelineParams, parse_overrides
+
+    if args.command == "params":
+        print(json.dumps(PipelineParams().to_dict(), indent=2))
+        return 0
+    if args.command == "compile":
+        from pipelines.compiler import compile_pipeline
+
+        path = compile_pipeline(args.output, image=args.image, hardware=_hardware_from_args(args), target=args.target)
+        print(f"wrote {path}")
+        return 0
+    if args.command == "run":
+        from pipelines.local_runner import run_local
+
+        params = PipelineParams()
+        if args.params_file:
+            with open(args.params_file, encoding="utf-8") as f:
+                params = PipelineParams.from_dict({**params.to_dict(), **json.load(f)})
+        params = params.with_overrides(parse_overrides(args.param))
+        summary = run_local(params, args.output_dir)
+        verdict = {True: "passed", False: "FAILED", None: "no verdict"}[summary.passed]
+        print(f"run folder: {summary.run_dir}\nindex: {summary.run_dir}/index.html\nvalidation: {verdict}\nDAG time: {summary.seconds:.1f} s")
+        return 0
+    if args.command == "submit":
+        overrides = parse_overrides(args.param)
+        parameters = PipelineParams().with_overrides(overrides).to_dict() if overrides else {}
+        parameters = {k: v for k, v in parameters.items() if k in overrides}
+        if args.backend == "vertex":
+            from pipelines.submit import VertexTarget, build_vertex_job, submit_vertex
+
+            target = VertexTarget(args.project, args.region, args.pipeline_root, args.service_account)
+            if args.dry_run:
+                job = build_vertex_job(args.pipeline, target, parameters)
+                print(f"would submit Vertex AI PipelineJob {job.display_name!r} to {args.project}/{args.region} with {parameters}")
+                return 0
+            print(submit_vertex(args.pipeline, target, parameters))
+            return 0
+        from pipelines.submit import submit_kubeflow
+
+        if args.dry_run:
+            print(f"would submit {args.pipeline} to {args.host} with {parameters}")
+            return 0
+        print(submit_kubeflow(args.pipeline, args.host, parameters, args.experiment, args.namespace, args.pipeline_root or None))
+        return 0
+    raise ValueError(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Compiles the caloforge DAG to a KFP v2 pipeline YAML (offline; no KFP server needed)."""
+
+from __future__ import annotations
+
+import os
+
+from kfp import compiler
+
+from pipelines.pipeline import create_pipeline
+
+
+def compile_pipeline(output_path: str, image: str | None = None, hardware=None, target: str = "vertex") -> str:
+    """Writes the pipeline YAML for one image and hardware profile.
+
+    Args:
+        output_path: YAML file to write (its folder is created).
+        image: component image (default: $CALOFORGE_IMAGE or the published CPU image).
+        hardware: trainer.hardware.HardwareProfile of the training step, None for CPU.
+        target: `vertex` or `kubeflow` accelerator naming.
+
+    Returns:
+        The path written.
+    """
+    folder = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = output_path + ".tmp.yaml"
+    compiler.Compiler().compile(create_pipeline(image=image, hardware=hardware, target=target), package_path=tmp)
+    os.replace(tmp, output_path)  # a half-written YAML never replaces a good one
+    return output_path
