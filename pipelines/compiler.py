@@ -24,6 +24,10 @@ def compile_pipeline(output_path: str, image: str | None = None, hardware=None, 
     folder = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(folder, exist_ok=True)
     tmp = output_path + ".tmp.yaml"
-    compiler.Compiler().compile(create_pipeline(image=image, hardware=hardware, target=target), package_path=tmp)
-    os.replace(tmp, output_path)  # a half-written YAML never replaces a good one
+    try:
+        compiler.Compiler().compile(create_pipeline(image=image, hardware=hardware, target=target), package_path=tmp)
+        os.replace(tmp, output_path)  # a half-written YAML never replaces a good one
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return output_path

@@ -1,0 +1,67 @@
+"""The compiled YAML: five components, every pipeline parameter, hardware requests from one mapping."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from pipelines.compiler import compile_pipeline
+from pipelines.config import PipelineParams
+
+COMPONENTS = {
+    "comp-prepare-raw-data",
+    "comp-convert-to-tfrecords",
+    "comp-train-gan",
+    "comp-evaluate-gan",
+    "comp-collect-benchmark",
+}
+
+
+def _compile(tmp_path, **kwargs):
+    path = compile_pipeline(str(tmp_path / "p.yaml"), **kwargs)
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def test_yaml_has_five_components_wired_in_order(tmp_path):
+    spec = _compile(tmp_path, image="example.org/caloforge:test")
+    assert set(spec["components"]) == COMPONENTS
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {c[len("comp-"):] for c in COMPONENTS}
+    assert tasks["convert-to-tfrecords"]["dependentTasks"] == ["prepare-raw-data"]
+    assert tasks["train-gan"]["dependentTasks"] == ["convert-to-tfrecords"]
+    assert set(tasks["evaluate-gan"]["dependentTasks"]) == {"convert-to-tfrecords", "train-gan"}
+    assert set(tasks["collect-benchmark"]["dependentTasks"]) == {"convert-to-tfrecords", "train-gan"}
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"example.org/caloforge:test"}
+
+
+def test_every_pipeline_parameter_is_exposed_with_its_default(tmp_path):
+    spec = _compile(tmp_path)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = PipelineParams()
+    for field in dataclasses.fields(PipelineParams):
+        assert field.name in params, field.name
+        assert params[field.name]["defaultValue"] == getattr(defaults, field.name), field.name
+
+
+def test_image_comes_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALOFORGE_IMAGE", "registry.local/caloforge-cpu:dev")
+    spec = _compile(tmp_path)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.local/caloforge-cpu:dev"}
+
+
+def test_components_install_nothing_at_run_time(tmp_path):
+    spec = _compile(tmp_path)
+    for executor in spec["deploymentSpec"]["executors"].values():
+        command = " ".join(executor["container"]["command"])
+        assert "pip install" not in command
+
+
+def test_failed_compile_keeps_previous_yaml(tmp_path):
+    out = tmp_path / "p.yaml"
+    out.write_text("previous")
+    with pytest.raises(Exception):
+        compile_pipeline(str(out), hardware=object())
+    assert out.read_text() == "previous"
