@@ -137,8 +137,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             target = VertexTarget(args.project, args.region, args.pipeline_root, args.service_account)
             if args.dry_run:
-                job = build_vertex_job(args.pipeline, target, parameters)
-                print(f"would submit Vertex AI PipelineJob {job.display_name!r} to {args.project}/{args.region} with {parameters}")
+                from google.auth.credentials import AnonymousCredentials
+
+                # A dry run never authenticates: it shows what would be submitted.
+                job = build_vertex_job(args.pipeline, target, parameters, credentials=AnonymousCredentials())
+                print(f"would submit Vertex AI PipelineJob {job._gca_resource.display_name!r} to {args.project}/{args.region} with {parameters}")
                 return 0
             print(submit_vertex(args.pipeline, target, parameters))
             return 0

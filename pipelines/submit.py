@@ -36,10 +36,19 @@ class VertexTarget:
             raise ValueError(f"--pipeline-root must be a gs:// folder for Vertex AI, got {self.pipeline_root!r}")
 
 
-def build_vertex_job(template_path: str, target: VertexTarget, parameters: dict[str, Any], display_name: str = "caloforge"):
+def build_vertex_job(
+    template_path: str,
+    target: VertexTarget,
+    parameters: dict[str, Any],
+    display_name: str = "caloforge",
+    credentials=None,
+):
     """Builds (without submitting) a Vertex AI PipelineJob from a compiled YAML.
 
-    Construction is offline, so tests can check the job a user would submit.
+    Construction is offline, so a dry run (and the tests) can check the job a user would submit.
+
+    Args:
+        credentials: google.auth credentials; None uses Application Default Credentials.
 
     Raises:
         FileNotFoundError: the compiled pipeline YAML does not exist.
@@ -59,6 +68,7 @@ def build_vertex_job(template_path: str, target: VertexTarget, parameters: dict[
         labels=target.labels or None,
         project=target.project,
         location=target.region,
+        credentials=credentials,
     )
 
 
