@@ -1,0 +1,461 @@
+"""Evaluator stage: generate showers for the test events, compare them with Monte Carlo, write metrics and report.
+
+Method. The Monte Carlo test split is shuffled (seeded) and cut in two halves A and B. The
+generator receives half B's energies and angles, so the generated sample and MC half B have the
+same conditions and the same size. Every metric is computed twice against the same reference
+(half A): generated vs A, and B vs A. The second is the noise floor: what a perfect generator would
+score with this many events. The verdict compares the two (metrics.Tolerances).
+
+Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
+Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
+so a reader that finds metrics.json finds a complete evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from eval import calochallenge as cc
+from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
+from eval.metrics import BinningConfig, Tolerances, compare_physics, verdict
+from eval.report import build_figures, render_html
+
+LOG = logging.getLogger(__name__)
+
+MIN_EVENTS_PER_HALF = 20
+
+
+@dataclass
+class EvalConfig:
+    """Configuration of one evaluation; CLI flags map one to one onto these fields.
+
+    Attributes:
+        data: URI of the converted dataset's manifest.json (local or gs://).
+        generator_dir: Folder of the exported generator (trainer output ``generator/``).
+        output_dir: Folder (local or gs://) for metrics.json, report.html and plots/.
+        max_events: Test events to use (0 = the whole test split).
+        seed: Seed of the A/B split, the generator noise and the classifier/FPD/KPD draws.
+        batch_size: Generator batch size.
+        split: Dataset split holding the Monte Carlo reference.
+        hit_threshold_gev: Hit threshold in GeV of deposited energy (0.015 raw units at 3e-4).
+        energy_centres: Explicit energy-bin centres, GeV (empty = equal-population bins).
+        energy_half_width: Half width of explicit energy bins, GeV.
+        n_energy_bins: Number of equal-population energy bins.
+        angle_centres_deg: Angle-bin centres, degrees.
+        angle_half_width_rad: Angle-bin half width, radians.
+        min_events_per_bin: Bins with fewer events in either sample are skipped.
+        histogram_bins: Bins of the separation-power histograms.
+        classifier_l2: L2 penalty of the real-vs-generated logistic regression.
+        fpd_points: Sample sizes in the FPD extrapolation fit.
+        kpd_batch_size: Events per sample in each KPD batch.
+        kpd_batches: Number of KPD batches.
+        tol_factor: Multiple of the noise floor a check allows.
+        tol_sampling_fraction: Margin on the sampling-fraction mean relative error.
+        tol_shape: Margin on the shape mean relative error.
+        tol_moment: Margin on the moment mean relative error.
+        tol_angle: Margin on the measured-angle mean relative error.
+        tol_auc: Margin on |AUC - 0.5|.
+        tol_fpd_x1e3: Margin on FPD x 1e3.
+        tol_kpd_x1e3: Margin on KPD x 1e3.
+        tol_max_empty_fraction: Largest allowed fraction of empty generated showers.
+    """
+
+    data: str
+    generator_dir: str
+    output_dir: str
+    max_events: int = 0
+    seed: int = 0
+    batch_size: int = 64
+    split: str = "test"
+    hit_threshold_gev: float = DEFAULT_HIT_THRESHOLD_GEV
+    energy_centres: tuple[float, ...] = ()
+    energy_half_width: float = 5.0
+    n_energy_bins: int = 4
+    angle_centres_deg: tuple[float, ...] = (62.0, 90.0, 118.0)
+    angle_half_width_rad: float = 0.1
+    min_events_per_bin: int = 5
+    histogram_bins: int = 40
+    classifier_l2: float = 1e-2
+    fpd_points: int = 5
+    kpd_batch_size: int = 1000
+    kpd_batches: int = 10
+    tol_factor: float = 3.0
+    tol_sampling_fraction: float = 0.05
+    tol_shape: float = 0.10
+    tol_moment: float = 0.05
+    tol_angle: float = 0.02
+    tol_auc: float = 0.15
+    tol_fpd_x1e3: float = 200.0
+    tol_kpd_x1e3: float = 20.0
+    tol_max_empty_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        self.energy_centres = tuple(float(c) for c in self.energy_centres)
+        self.angle_centres_deg = tuple(float(c) for c in self.angle_centres_deg)
+        if self.max_events < 0:
+            raise ValueError(f"max_events must be >= 0 (0 = all), got {self.max_events}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.histogram_bins < 2:
+            raise ValueError(f"histogram_bins must be >= 2, got {self.histogram_bins}")
+        self.binning()  # validates the binning fields
+        self.tolerances()  # validates the tolerance fields
+
+    def binning(self) -> BinningConfig:
+        return BinningConfig(
+            energy_centres=self.energy_centres,
+            energy_half_width=self.energy_half_width,
+            n_energy_bins=self.n_energy_bins,
+            angle_centres_deg=self.angle_centres_deg,
+            angle_half_width_rad=self.angle_half_width_rad,
+            min_events_per_bin=self.min_events_per_bin,
+        )
+
+    def tolerances(self) -> Tolerances:
+        return Tolerances(
+            factor=self.tol_factor,
+            sampling_fraction=self.tol_sampling_fraction,
+            shape=self.tol_shape,
+            moment=self.tol_moment,
+            angle=self.tol_angle,
+            auc=self.tol_auc,
+            fpd_x1e3=self.tol_fpd_x1e3,
+            kpd_x1e3=self.tol_kpd_x1e3,
+            max_empty_fraction=self.tol_max_empty_fraction,
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["energy_centres"] = list(self.energy_centres)
+        d["angle_centres_deg"] = list(self.angle_centres_deg)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown EvalConfig field(s): {sorted(unknown)}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- array-level core
+def compare(reference: ShowerFeatures, candidate: ShowerFeatures, config: EvalConfig, seed: int) -> dict:
+    """Every metric of one sample against the reference.
+
+    Args:
+        reference: Monte Carlo half A.
+        candidate: Generated showers, or Monte Carlo half B for the noise floor.
+        config: Evaluation settings.
+        seed: Seed of the classifier split and the FPD/KPD subsampling.
+
+    Returns:
+        ``{"physics": compare_physics output, "flat": {metric: float}, "notes": [str]}``. A metric
+        that cannot be computed (e.g. every generated shower is empty) is NaN with a note.
+    """
+    physics = compare_physics(reference, candidate, config.binning())
+    flat: dict[str, float] = dict(physics["summary"])
+    notes: list[str] = []
+    ref_table, cand_table = reference.high_level_table(), candidate.high_level_table()
+    sep = cc.feature_separation_powers(ref_table, cand_table, config.histogram_bins)
+    for name, value in sep.items():
+        flat[f"sep_power.{name}"] = value
+    finite_sep = [v for v in sep.values() if math.isfinite(v)]
+    flat["sep_power_mean"] = float(np.mean(finite_sep)) if finite_sep else float("nan")
+    ref_cells, cand_cells = reference.cell_hist.sum(axis=0), candidate.cell_hist.sum(axis=0)
+    flat["cell_spectrum_sep_power"] = (
+        cc.separation_power(ref_cells, cand_cells) if ref_cells.sum() > 0 and cand_cells.sum() > 0 else float("nan")
+    )
+    x_ref, x_cand = cc.table_to_matrix(ref_table), cc.table_to_matrix(cand_table)
+    try:
+        clf = cc.classifier_test(x_ref, x_cand, seed=seed, l2=config.classifier_l2)
+        flat.update(classifier_auc=clf.auc, classifier_bce=clf.bce, classifier_jsd=clf.jsd)
+    except ValueError as err:
+        notes.append(f"classifier not computed: {err}")
+        flat.update(classifier_auc=float("nan"), classifier_bce=float("nan"), classifier_jsd=float("nan"))
+    try:
+        f = cc.fpd(x_ref, x_cand, seed=seed, n_points=config.fpd_points)
+        flat.update(fpd_x1e3=f.value_x1e3, fpd_err_x1e3=f.error_x1e3)
+    except ValueError as err:
+        notes.append(f"FPD not computed: {err}")
+        flat.update(fpd_x1e3=float("nan"), fpd_err_x1e3=float("nan"))
+    try:
+        k = cc.kpd(x_ref, x_cand, seed=seed, batch_size=config.kpd_batch_size, n_batches=config.kpd_batches)
+        flat.update(kpd_x1e3=k.value_x1e3, kpd_err_x1e3=k.error_x1e3)
+    except ValueError as err:
+        notes.append(f"KPD not computed: {err}")
+        flat.update(kpd_x1e3=float("nan"), kpd_err_x1e3=float("nan"))
+    return {"physics": physics, "flat": flat, "notes": notes}
+
+
+def split_halves(n_events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of event indices into halves A and B of equal size (one event may be left out)."""
+    perm = np.random.default_rng(seed).permutation(n_events)
+    half = n_events // 2
+    return np.sort(perm[:half]), np.sort(perm[half : 2 * half])
+
+
+GenerateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def evaluate_arrays(
+    ecal_raw: np.ndarray,
+    energy: np.ndarray,
+    theta: np.ndarray,
+    generate: GenerateFn,
+    config: EvalConfig,
+    condition_angle: np.ndarray | None = None,
+) -> tuple[dict, dict[str, ShowerFeatures]]:
+    """Run the whole comparison on in-memory Monte Carlo events and a generator function.
+
+    Args:
+        ecal_raw: Monte Carlo showers in raw units, (n, X, Y, Z).
+        energy: Primary energies, GeV, (n,).
+        theta: Generated angles, radians, (n,): used for the angle bins.
+        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers`` for half B's conditions.
+        config: Evaluation settings.
+        condition_angle: The angle the generator is conditioned on (e.g. the measured ``mtheta``
+            when it was trained on it); defaults to ``theta``.
+
+    Returns:
+        ``(results, features)``: results with ``generated``, ``noise_floor`` (compare outputs),
+        ``verdict`` and ``counts``; features of ``reference``, ``generated``, ``independent``.
+
+    Raises:
+        ValueError: if the sample is too small for a meaningful split, or the generator returns
+            the wrong shape.
+    """
+    n = int(np.shape(energy)[0])
+    if n < 2 * MIN_EVENTS_PER_HALF:
+        raise ValueError(
+            f"evaluation needs at least {2 * MIN_EVENTS_PER_HALF} Monte Carlo events "
+            f"({MIN_EVENTS_PER_HALF} per half), got {n}; raise max_events or use a larger test split"
+        )
+    angle = theta if condition_angle is None else condition_angle
+    a_idx, b_idx = split_halves(n, config.seed)
+    t0 = time.monotonic()
+    LOG.info("generating %d showers (batch %d)", b_idx.size, config.batch_size)
+    generated = np.asarray(generate(np.asarray(energy)[b_idx], np.asarray(angle)[b_idx]))
+    if generated.ndim == 5 and generated.shape[-1] == 1:
+        generated = generated[..., 0]
+    expected = (b_idx.size, *np.shape(ecal_raw)[1:4])
+    if generated.shape != expected:
+        raise ValueError(f"generator returned showers of shape {generated.shape}, expected {expected}")
+    LOG.info("generated %d showers in %.1f s", b_idx.size, time.monotonic() - t0)
+    thr = config.hit_threshold_gev
+    feats = {
+        "reference": compute_features(ecal_raw[a_idx], energy[a_idx], theta[a_idx], thr),
+        "independent": compute_features(ecal_raw[b_idx], energy[b_idx], theta[b_idx], thr),
+        "generated": compute_features(generated, energy[b_idx], theta[b_idx], thr),
+    }
+    LOG.info("features computed; comparing samples")
+    gen = compare(feats["reference"], feats["generated"], config, config.seed)
+    noise = compare(feats["reference"], feats["independent"], config, config.seed)
+    results = {
+        "generated": gen,
+        "noise_floor": noise,
+        "verdict": verdict(gen["flat"], noise["flat"], config.tolerances()),
+        "counts": {
+            "mc_events": n,
+            "reference_events": int(a_idx.size),
+            "generated_events": int(b_idx.size),
+            "generated_empty": int(feats["generated"].empty.sum()),
+        },
+    }
+    return results, feats
+
+
+# --------------------------------------------------------------------------- I/O
+def _json_safe(value: Any) -> Any:
+    """Recursively convert numpy types to Python and non-finite floats to None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages the evaluation depends on ('absent' if not installed)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("caloforge", "numpy", "matplotlib", "tensorflow", "tensorflow-cpu", "keras", "h5py"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def _manifest_power(manifest: Any) -> float:
+    pre = getattr(manifest, "preprocessing", None)
+    if pre is None and isinstance(manifest, dict):
+        pre = manifest.get("preprocessing")
+    power = pre.get("power") if isinstance(pre, dict) else getattr(pre, "power", None)
+    if power is None or not (float(power) > 0):
+        raise ValueError(f"manifest preprocessing has no valid 'power' (got {power!r}); cannot undo the transform")
+    return float(power)
+
+
+def _generator_angle_key(generator_dir: str) -> str:
+    from data_prep import uri
+
+    path = uri.join(generator_dir, "generator_config.json")
+    if not uri.exists(path):
+        return "mtheta"
+    return str(json.loads(uri.read_text(path)).get("angle_key", "mtheta"))
+
+
+def write_outputs(output_dir: str, metrics: dict, figures) -> dict[str, str]:
+    """Write plots/*.png, report.html and metrics.json (last), each atomically.
+
+    Returns:
+        Mapping of output name -> URI.
+    """
+    from data_prep import uri
+
+    paths = {}
+    uri.makedirs(output_dir)
+    for fig in figures:
+        p = uri.join(output_dir, "plots", f"{fig.name}.png")
+        uri.write_bytes(p, fig.png)
+        paths[f"plots/{fig.name}.png"] = p
+    paths["report.html"] = uri.join(output_dir, "report.html")
+    uri.write_text(paths["report.html"], render_html(figures, metrics))
+    paths["metrics.json"] = uri.join(output_dir, "metrics.json")
+    uri.write_text(paths["metrics.json"], json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False))
+    return paths
+
+
+def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = None) -> dict:
+    """The metrics.json payload: summary, verdict, per-bin details, config, seed and versions."""
+    summary = {
+        "passed": results["verdict"]["passed"],
+        "generated": results["generated"]["flat"],
+        "noise_floor": results["noise_floor"]["flat"],
+    }
+    payload = {
+        "summary": summary,
+        "verdict": results["verdict"],
+        "counts": results["counts"],
+        "generated": {"physics": results["generated"]["physics"], "notes": results["generated"]["notes"]},
+        "noise_floor": {"physics": results["noise_floor"]["physics"], "notes": results["noise_floor"]["notes"]},
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "versions": software_versions(),
+    }
+    if extra:
+        payload.update(extra)
+    return _json_safe(payload)
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Evaluate an exported generator against the Monte Carlo test split and publish the report.
+
+    Args:
+        config: Evaluation settings.
+
+    Returns:
+        The metrics.json content (``summary``, ``verdict``, ``counts``, per-bin details, ``config``,
+        ``seed``, ``versions``, ``outputs``).
+
+    Raises:
+        ValueError: on a bad manifest, too few test events, or a generator of the wrong shape.
+    """
+    from data_prep.dataset import load_split_numpy, read_manifest
+    from trainer.export import load_generator
+
+    started = time.monotonic()
+    manifest = read_manifest(config.data)
+    power = _manifest_power(manifest)
+    max_events = config.max_events if config.max_events > 0 else None
+    data = load_split_numpy(config.data, config.split, max_events)
+    for key in ("ecal", "energy", "theta"):
+        if key not in data:
+            raise ValueError(f"{config.data}: split {config.split!r} has no {key!r} array")
+    ecal_raw = np.power(np.clip(np.asarray(data["ecal"], dtype=np.float32), 0.0, None), np.float32(1.0 / power))
+    LOG.info("loaded %d Monte Carlo events from %s (power %.3g undone)", ecal_raw.shape[0], config.data, power)
+    angle_key = _generator_angle_key(config.generator_dir)
+    if angle_key not in data:
+        raise ValueError(f"generator is conditioned on {angle_key!r}, which the dataset {config.data} lacks")
+    bundle = load_generator(config.generator_dir)
+
+    def generate(energy: np.ndarray, angle: np.ndarray) -> np.ndarray:
+        return bundle.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
+
+    results, feats = evaluate_arrays(
+        ecal_raw, np.asarray(data["energy"]), np.asarray(data["theta"]), generate, config,
+        condition_angle=np.asarray(data[angle_key]),
+    )
+    extra = {"generator_angle_key": angle_key, "power": power, "wall_seconds": time.monotonic() - started}
+    metrics = assemble_metrics(results, config, extra)
+    figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
+    from data_prep import uri
+
+    metrics["outputs"] = {
+        "metrics": uri.join(config.output_dir, "metrics.json"),
+        "report": uri.join(config.output_dir, "report.html"),
+        "plots": [uri.join(config.output_dir, "plots", f"{f.name}.png") for f in figures],
+    }
+    write_outputs(config.output_dir, metrics, figures)
+    LOG.info(
+        "evaluation %s in %.1f s -> %s",
+        "PASSED" if metrics["verdict"]["passed"] else "FAILED",
+        time.monotonic() - started,
+        config.output_dir,
+    )
+    return metrics
+
+
+# --------------------------------------------------------------------------- CLI
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(t) for t in text.split(",") if t.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per EvalConfig field (underscores become dashes); tuples are comma-separated."""
+    parser = argparse.ArgumentParser(prog="caloforge-evaluate", description=__doc__.splitlines()[0])
+    defaults = {f.name: f.default for f in fields(EvalConfig)}
+    for f in fields(EvalConfig):
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING
+        if f.name in ("energy_centres", "angle_centres_deg"):
+            parser.add_argument(flag, type=_floats, default=defaults[f.name], help="comma-separated floats")
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            parser.add_argument(flag, type=kind, required=required, default=None if required else defaults[f.name])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: parse flags into an EvalConfig, evaluate, print the verdict; 0 on success."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    config = EvalConfig(**vars(args))
+    metrics = evaluate(config)
+    print(json.dumps({"passed": metrics["verdict"]["passed"], "output_dir": config.output_dir}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
