@@ -52,10 +52,14 @@ def measured_angle(ecal_raw: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"measured_angle expects (n, X, Y, Z) or (X, Y, Z) cell energies, got shape {ecal.shape}"
         )
-    e = np.clip(ecal.astype(np.float64, copy=False), 0.0, None)
-    n, _, ny, nz = e.shape
-    # Project onto the y-z plane first: the x coordinate plays no role in the slope.
-    eyz = e.sum(axis=1)  # (n, Y, Z)
+    n, nx, ny, nz = ecal.shape
+    if ecal.dtype.kind != "f":
+        ecal = ecal.astype(np.float64)
+    if n and ecal.min() < 0:
+        ecal = np.clip(ecal, 0.0, None)
+    # Project onto the y-z plane first (x plays no role in the slope); summing over the leading
+    # spatial axis of a (n, X, Y*Z) view keeps the reduction contiguous and fast.
+    eyz = ecal.reshape(n, nx, ny * nz).sum(axis=1).astype(np.float64).reshape(n, ny, nz)
     y = np.arange(ny, dtype=np.float64)
     z = np.arange(nz, dtype=np.float64)
     w = eyz.sum(axis=(1, 2))
