@@ -1,0 +1,515 @@
+"""Apache Beam job converting 3DGAN HDF5 files into sharded TFRecords plus a manifest written last."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime
+import gzip
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from data_prep import h5layout, records
+from data_prep import manifest as manifest_lib
+from data_prep import uri as uri_lib
+from data_prep.preprocess import PreprocessConfig, preprocess_block
+
+_LOG = logging.getLogger(__name__)
+
+STAGING_PREFIX = "_staging-"
+STATS_NAME = "_stats.json"
+SHARDS_NAME = "_shards.json"
+_SAMPLE_EVENTS = 64  # events encoded up front to estimate record size (shard count)
+_RANGE_BYTES = 64 << 20  # default raw ECAL bytes per read range: enough work per element
+
+
+@dataclass
+class ConvertConfig:
+    """Settings of one conversion; stored whole in the manifest. CLI flags map one to one.
+
+    Attributes:
+        inputs: HDF5 files or wildcard patterns, local or gs://.
+        output: Dataset folder or gs:// prefix (must be empty unless overwrite).
+        encoding: "dense" (float32 bytes of every cell) or "sparse" (non-zero cells only).
+        compression: "none" or "gzip" (GZIP-compressed TFRecord shards).
+        test_fraction: Fraction of events (or files) assigned to the test split.
+        split_by: "event" (hash of file name and event index) or "file" (hash of file name).
+        seed: Salt of the split hash; recorded so the split can be reproduced.
+        on_bad_event: "fail" (raise naming file/event) or "skip" (drop and count by reason).
+        energy_range: Declared (min, max) primary energy in GeV; events outside are bad.
+            None disables the check.
+        threshold: Cells below this raw value are zeroed (PreprocessConfig.threshold).
+        power: Power transform exponent (3DGAN: 0.85).
+        min_raw_sum: Events with thresholded raw ECAL sum <= this are dropped (3DGAN: 10).
+        angle_key: Angle label the trainer should use: "mtheta" or "theta".
+        target_shard_mb: Wanted shard size in MB; the shard count follows from it.
+        min_shards: At least this many shards per split, so many hosts can read in parallel.
+        events_per_range: Events per read range (rounded up to whole HDF5 chunks); 0 picks
+            about 64 MB of raw ECAL per range.
+        overwrite: Replace an existing dataset at `output`.
+    """
+
+    inputs: list[str]
+    output: str
+    encoding: str = records.ENCODING_DENSE
+    compression: str = records.COMPRESSION_NONE
+    test_fraction: float = 0.1
+    split_by: str = "event"
+    seed: int = 0
+    on_bad_event: str = "fail"
+    energy_range: tuple[float, float] | None = None
+    threshold: float = PreprocessConfig.threshold
+    power: float = PreprocessConfig.power
+    min_raw_sum: float = PreprocessConfig.min_raw_sum
+    angle_key: str = PreprocessConfig.angle_key
+    target_shard_mb: float = 128.0
+    min_shards: int = 4
+    events_per_range: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, str):
+            self.inputs = [self.inputs]
+        self.inputs = list(self.inputs)
+        if self.energy_range is not None:
+            self.energy_range = tuple(float(e) for e in self.energy_range)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field and its value."""
+        from data_prep.transforms import ON_BAD_EVENT, SPLIT_BY
+
+        if not self.inputs:
+            raise ValueError("ConvertConfig.inputs is empty: give at least one HDF5 file or pattern")
+        if not self.output:
+            raise ValueError("ConvertConfig.output is empty: give a folder or gs:// prefix")
+        records.check_encoding(self.encoding, self.compression)
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(f"ConvertConfig.test_fraction must be in [0, 1], got {self.test_fraction!r}")
+        if self.split_by not in SPLIT_BY:
+            raise ValueError(f"ConvertConfig.split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
+        if self.on_bad_event not in ON_BAD_EVENT:
+            raise ValueError(f"ConvertConfig.on_bad_event must be one of {ON_BAD_EVENT}, got {self.on_bad_event!r}")
+        if self.energy_range is not None and (len(self.energy_range) != 2 or not self.energy_range[0] < self.energy_range[1]):
+            raise ValueError(f"ConvertConfig.energy_range must be (min, max) with min < max, got {self.energy_range!r}")
+        if not self.target_shard_mb > 0:
+            raise ValueError(f"ConvertConfig.target_shard_mb must be > 0, got {self.target_shard_mb!r}")
+        if self.min_shards < 1:
+            raise ValueError(f"ConvertConfig.min_shards must be >= 1, got {self.min_shards!r}")
+        if self.events_per_range < 0:
+            raise ValueError(f"ConvertConfig.events_per_range must be >= 0, got {self.events_per_range!r}")
+        self.preprocess_config()  # PreprocessConfig checks its own fields
+
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig(
+            threshold=float(self.threshold),
+            power=float(self.power),
+            min_raw_sum=float(self.min_raw_sum),
+            angle_key=self.angle_key,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of all fields."""
+        out = dataclasses.asdict(self)
+        out["energy_range"] = None if self.energy_range is None else list(self.energy_range)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ConvertConfig":
+        """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"ConvertConfig: unknown keys {sorted(unknown)}; known {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class _Source:
+    index: int
+    uri: str
+    info: h5layout.FileInfo
+    sha256: str = ""
+    ranges: list = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver-side steps
+
+
+def _log_rate(stage: str, n_events: int, seconds: float, extra: str = "") -> None:
+    _LOG.info("%s: %d events in %.1f s (%.0f events/s)%s", stage, n_events, seconds,
+              n_events / max(seconds, 1e-9), extra)
+
+
+def resolve_inputs(patterns: Sequence[str]) -> list[str]:
+    """Expand wildcards; every pattern must match at least one file.
+
+    Raises:
+        FileNotFoundError: naming the pattern that matched nothing.
+    """
+    out: list[str] = []
+    for pattern in patterns:
+        matched = uri_lib.glob(pattern)
+        if not matched:
+            raise FileNotFoundError(f"input {pattern!r} matches no file")
+        out.extend(m for m in matched if m not in out)
+    return out
+
+
+def _inspect(uri: str) -> h5layout.FileInfo:
+    if uri_lib.is_gcs(uri):
+        with uri_lib.open_read(uri) as fh:
+            return h5layout.inspect_file(fh, name=uri)
+    return h5layout.inspect_file(uri)
+
+
+def _inspect_sources(uris: list[str]) -> list[_Source]:
+    """Check every file's layout (metadata only) and checksum it, a few files at a time."""
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(uris))) as pool:
+        infos = list(pool.map(_inspect, uris))
+        digests = list(pool.map(uri_lib.sha256, uris))
+    sources = [_Source(i, u, info, sha) for i, (u, info, sha) in enumerate(zip(uris, infos, digests))]
+    shapes = {tuple(s.info.image_shape) for s in sources}
+    if len(shapes) > 1:
+        detail = ", ".join(f"{s.uri}: {tuple(s.info.image_shape)}" for s in sources)
+        raise ValueError(f"input files have different ECAL shapes, cannot share one dataset: {detail}")
+    n_events = sum(s.info.n_events for s in sources)
+    _log_rate("InspectSources", n_events, time.monotonic() - t0, f", {len(sources)} files checksummed")
+    return sources
+
+
+def _events_per_range(config: ConvertConfig, info: h5layout.FileInfo) -> int:
+    if config.events_per_range:
+        return config.events_per_range
+    per_event = 4 * math.prod(info.image_shape)
+    return max(1, _RANGE_BYTES // per_event)
+
+
+def _estimate_record_bytes(config: ConvertConfig, source: _Source) -> tuple[float, float]:
+    """(bytes per record, kept fraction) from encoding the first events of the first file.
+
+    The shard count must be fixed before Beam runs; a small real sample gives the record size
+    for sparse and compressed encodings, whose size depends on the showers.
+    """
+    stop = min(source.info.n_events, _SAMPLE_EVENTS)
+    if uri_lib.is_gcs(source.uri):
+        with uri_lib.open_read(source.uri) as fh:
+            block = h5layout.read_events(fh, 0, stop, name=source.uri)
+    else:
+        block = h5layout.read_events(source.uri, 0, stop)
+    bad = {b.event_index for b in h5layout.find_bad_events(block, source.uri, config.energy_range)}
+    keep = [i for i, e in enumerate(block.event_index) if int(e) not in bad]
+    block = h5layout.EventBlock(block.ecal[keep], block.energy[keep], block.theta[keep],
+                                block.mtheta[keep], block.event_index[keep], block.uri)
+    processed, _ = preprocess_block(block, config.preprocess_config())
+    if not len(processed):
+        return 4.0 * math.prod(source.info.image_shape), 1.0
+    encoded = [
+        records.encode_event(processed.ecal[i], processed.energy[i], processed.theta[i], processed.mtheta[i],
+                             processed.ecal_sum[i], processed.event_index[i], 0, config.encoding)
+        for i in range(len(processed))
+    ]
+    payload = b"".join(encoded)
+    if config.compression == records.COMPRESSION_GZIP:
+        payload = gzip.compress(payload, compresslevel=6)
+    return (len(payload) + 16 * len(encoded)) / len(encoded), len(processed) / max(stop, 1)
+
+
+def plan_shards(config: ConvertConfig, n_events: int, record_bytes: float, kept_fraction: float) -> dict[str, int]:
+    """Shards per split: estimated split bytes / target shard size, at least min_shards."""
+    target = config.target_shard_mb * 1e6
+    expected = n_events * kept_fraction
+    fractions = {"train": 1.0 - config.test_fraction, "test": config.test_fraction}
+    return {
+        split: max(config.min_shards, math.ceil(expected * fraction * record_bytes / target))
+        for split, fraction in fractions.items()
+    }
+
+
+def default_pipeline_args(pipeline_args: Sequence[str] | None) -> list[str]:
+    """Pipeline flags with the local default filled in; anything the caller gave passes unchanged.
+
+    Without --runner we choose the DirectRunner in multi-processing mode, one worker per core:
+    explicit, in-process Python execution that works offline (Beam 2.7x would otherwise try to
+    fetch the Prism runner) and uses every core for the CPU-bound encode step.
+    """
+    args = list(pipeline_args or [])
+    joined = " ".join(args)
+    if "--runner" not in joined:
+        args.append("--runner=DirectRunner")
+    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), None)
+    if runner is None and "--runner" in args:
+        runner = args[args.index("--runner") + 1]
+    if runner in ("DirectRunner", "direct"):
+        if "--direct_running_mode" not in joined:
+            args.append("--direct_running_mode=multi_processing")
+        if "--direct_num_workers" not in joined:
+            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    return args
+
+
+def _check_destination(config: ConvertConfig) -> None:
+    if not uri_lib.is_empty_dir(config.output) and not config.overwrite:
+        raise FileExistsError(
+            f"output {config.output} is not empty; pass --overwrite to replace what is there"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], staging: str, shards: dict[str, int]):
+    """Add the conversion steps to a Beam pipeline (the caller runs it)."""
+    import apache_beam as beam
+    from apache_beam.io.filesystem import CompressionTypes
+
+    from data_prep import transforms as tr
+
+    event_ranges = [
+        tr.EventRange(s.index, s.uri, start, stop) for s in sources for start, stop in s.ranges
+    ]
+    compression_type = CompressionTypes.GZIP if config.compression == records.COMPRESSION_GZIP else CompressionTypes.UNCOMPRESSED
+    suffix = records.shard_suffix(config.compression)
+
+    ranges = (
+        pipeline
+        | "CreateRanges" >> beam.Create(event_ranges)
+        | "SpreadRanges" >> beam.Reshuffle()
+    )
+    blocks = ranges | "ReadEvents" >> tr.ReadEventBlocks()
+    validated = blocks | "ValidateEvents" >> tr.ValidateEvents(config.on_bad_event, config.energy_range)
+    preprocessed = validated.good | "PreprocessEvents" >> tr.PreprocessEvents(config.preprocess_config())
+    encoded = preprocessed.processed | "EncodeAndSplit" >> tr.EncodeAndSplit(
+        config.encoding, config.test_fraction, config.seed, config.split_by
+    )
+    written = []
+    for split, tag in (("train", tr.TAG_TRAIN), ("test", tr.TAG_TEST)):
+        written.append(
+            encoded[tag]
+            | f"Write{split.capitalize()}" >> beam.io.WriteToTFRecord(
+                uri_lib.join(staging, split),
+                file_name_suffix=suffix,
+                num_shards=shards[split],
+                compression_type=compression_type,
+            )
+        )
+    (
+        (validated[tr.TAG_STATS], preprocessed[tr.TAG_STATS], encoded[tr.TAG_STATS])
+        | "FlattenStats" >> beam.Flatten()
+        | "SumStats" >> beam.CombineGlobally(tr.SumStats())
+        | "StatsToJson" >> beam.Map(tr.stats_to_json)
+        | "WriteStats" >> beam.Map(tr.write_json, uri_lib.join(staging, STATS_NAME))
+    )
+    (
+        tuple(written)
+        | "FlattenShards" >> beam.Flatten()
+        | "DescribeShards" >> tr.DescribeShards(config.compression)
+        | "WriteShardList" >> beam.Map(tr.write_json, uri_lib.join(staging, SHARDS_NAME))
+    )
+
+
+def _log_stage_rates(result, wall_s: float) -> dict[str, dict[str, float]]:
+    """One log line per Beam stage with events and events/s, from the workers' counters."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from data_prep.transforms import METRICS_NAMESPACE
+
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    except Exception as exc:  # some runners report no metrics; rates are then simply not logged
+        _LOG.info("stage metrics unavailable from this runner: %s", exc)
+        return {}
+    values: dict[str, float] = {}
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        values[counter.key.metric.name] = values.get(counter.key.metric.name, 0) + (value or 0)
+    rates = {}
+    for stage in ("ReadEvents", "ValidateEvents", "PreprocessEvents", "EncodeEvents"):
+        n = values.get(f"{stage}_events", 0)
+        busy = values.get(f"{stage}_busy_ms", 0) / 1000.0
+        rates[stage] = {"events": int(n), "busy_s": round(busy, 3),
+                        "events_per_s_wall": round(n / max(wall_s, 1e-9), 1)}
+        _LOG.info("%s: %d events, %.0f events/s over the job's wall time (%.1f s busy across workers)",
+                  stage, n, n / max(wall_s, 1e-9), busy)
+    return rates
+
+
+def _publish(config: ConvertConfig, staging: str, shard_list: list[dict]) -> None:
+    """Move the shards from staging into the dataset folder (old dataset removed first)."""
+    if config.overwrite:
+        old_manifest = manifest_lib.manifest_path(config.output)
+        uri_lib.delete(old_manifest)  # the old dataset stops existing before its files go
+        staging_prefix = staging.rstrip("/") + "/"
+        for old in uri_lib.list_files(config.output):
+            if not old.startswith(staging_prefix):
+                uri_lib.delete(old)
+    t0 = time.monotonic()
+    for shard in shard_list:
+        uri_lib.rename(uri_lib.join(staging, shard["name"]), uri_lib.join(config.output, shard["name"]))
+    _LOG.info("Publish: %d shards moved in %.1f s", len(shard_list), time.monotonic() - t0)
+
+
+def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, save_main_session: bool = False) -> dict:
+    """Convert HDF5 files into a TFRecord dataset with a manifest, using Apache Beam.
+
+    Args:
+        config: What to convert and how.
+        pipeline_args: Beam pipeline flags, passed unchanged (e.g. --runner=DataflowRunner
+            --project=... --region=... --temp_location=gs://... --setup_file=./setup.py).
+            Without --runner the local multi-process DirectRunner is used.
+        save_main_session: Pickle the __main__ session for workers (for scripts that define
+            things in __main__; library use does not need it).
+
+    Returns:
+        The manifest as a dict (also written to <output>/manifest.json, last).
+
+    Raises:
+        ValueError: bad config values, or input files of different shapes.
+        FileNotFoundError: an input pattern matching nothing.
+        FileExistsError: a non-empty output without overwrite.
+        InputValidationError: a bad input file, or a bad event under on_bad_event="fail".
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+    config.validate()
+    t_start = time.monotonic()
+    uri_lib.configure_beam_gcs()
+    _check_destination(config)
+    uris = resolve_inputs(config.inputs)
+    sources = _inspect_sources(uris)
+    for s in sources:
+        s.ranges = h5layout.plan_ranges(s.info, _events_per_range(config, s.info))
+    n_events = sum(s.info.n_events for s in sources)
+    n_ranges = sum(len(s.ranges) for s in sources)
+    record_bytes, kept_fraction = _estimate_record_bytes(config, sources[0])
+    shards = plan_shards(config, n_events, record_bytes, kept_fraction)
+    _LOG.info("PlanRanges: %d files, %d events, %d ranges; ~%.0f bytes/record -> shards %s",
+              len(sources), n_events, n_ranges, record_bytes, shards)
+
+    args = default_pipeline_args(pipeline_args)
+    options = PipelineOptions(args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    staging = uri_lib.join(config.output, STAGING_PREFIX + uri_lib.unique_suffix())
+    uri_lib.makedirs(staging)
+    try:
+        t0 = time.monotonic()
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, config, sources, staging, shards)
+        result = pipeline.run()
+        result.wait_until_finish()
+        wall = time.monotonic() - t0
+        _log_rate("BeamJob", n_events, wall)
+        rates = _log_stage_rates(result, wall)
+        stats = json.loads(uri_lib.read_text(uri_lib.join(staging, STATS_NAME)))
+        shard_list = sorted(json.loads(uri_lib.read_text(uri_lib.join(staging, SHARDS_NAME))),
+                            key=lambda s: s["name"])
+        manifest = _make_manifest(config, sources, shard_list, stats, args, wall, rates)
+        _publish(config, staging, shard_list)
+    finally:
+        uri_lib.delete_tree(staging)
+    manifest.created_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    manifest.run["total_seconds"] = round(time.monotonic() - t_start, 3)
+    manifest = manifest.with_content_hash()
+    target = manifest_lib.write_manifest(manifest, config.output)
+    _LOG.info("Manifest written last: %s (content hash %s)", target, manifest.content_hash[:16])
+    return manifest.to_dict()
+
+
+def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> manifest_lib.Manifest:
+    """Assemble the manifest, cross-checking the workers' counts against the shards' records."""
+    counts = {split: int(stats.get(f"count:{split}", 0)) for split in manifest_lib.SPLITS}
+    for split in manifest_lib.SPLITS:
+        in_shards = sum(s["records"] for s in shard_list if s["split"] == split)
+        if in_shards != counts[split]:
+            raise RuntimeError(
+                f"conversion inconsistent: {counts[split]} {split} events encoded but {in_shards} "
+                f"records found in the {split} shards"
+            )
+    histograms = {
+        split: {
+            key: {"edges": [float(e) for e in edges], "counts": stats.get(f"hist:{split}:{key}", [0] * (len(edges) + 1))}
+            for key, edges in manifest_lib.HISTOGRAM_EDGES.items()
+        }
+        for split in manifest_lib.SPLITS
+    }
+    bad = {k.split(":", 1)[1]: int(v) for k, v in sorted(stats.items()) if k.startswith("bad:")}
+    return manifest_lib.Manifest(
+        image_shape=[int(d) for d in sources[0].info.image_shape],
+        encoding=config.encoding,
+        compression=config.compression,
+        counts=counts,
+        shards=shard_list,
+        preprocessing=config.preprocess_config().to_dict(),
+        split={"by": config.split_by, "test_fraction": config.test_fraction, "seed": config.seed},
+        events_read=int(stats.get("events_read", 0)),
+        bad_events=bad,
+        dropped_low_sum=int(stats.get("dropped_low_sum", 0)),
+        histograms=histograms,
+        records_digest={split: stats.get(f"digest:{split}", "0" * 64) for split in manifest_lib.SPLITS},
+        sources=[
+            {"name": uri_lib.basename(s.uri), "uri": s.uri, "size_bytes": int(s.info.size_bytes),
+             "sha256": s.sha256, "n_events": int(s.info.n_events), "layout": s.info.layout}
+            for s in sources
+        ],
+        versions=manifest_lib.versions(),
+        config=config.to_dict(),
+        seed=int(config.seed),
+        output=config.output,
+        run={"pipeline_args": list(args), "beam_seconds": round(wall, 3), "stages": rates},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = ConvertConfig(inputs=[], output="")
+    p = argparse.ArgumentParser(
+        description="Convert 3DGAN HDF5 files to TFRecord shards + manifest.json with Apache Beam. "
+        "Unrecognised flags go to Beam (e.g. --runner=DataflowRunner --project ... --region ... "
+        "--temp_location gs://... --setup_file ./setup.py)."
+    )
+    p.add_argument("--inputs", nargs="+", required=True, help="HDF5 files or patterns (local or gs://)")
+    p.add_argument("--output", required=True, help="dataset folder or gs:// prefix")
+    p.add_argument("--encoding", choices=records.ENCODINGS, default=defaults.encoding)
+    p.add_argument("--compression", choices=records.COMPRESSIONS, default=defaults.compression)
+    p.add_argument("--test-fraction", type=float, default=defaults.test_fraction)
+    p.add_argument("--split-by", choices=("event", "file"), default=defaults.split_by)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--on-bad-event", choices=("fail", "skip"), default=defaults.on_bad_event)
+    p.add_argument("--energy-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None)
+    p.add_argument("--threshold", type=float, default=defaults.threshold)
+    p.add_argument("--power", type=float, default=defaults.power)
+    p.add_argument("--min-raw-sum", type=float, default=defaults.min_raw_sum)
+    p.add_argument("--angle-key", choices=("mtheta", "theta"), default=defaults.angle_key)
+    p.add_argument("--target-shard-mb", type=float, default=defaults.target_shard_mb)
+    p.add_argument("--min-shards", type=int, default=defaults.min_shards)
+    p.add_argument("--events-per-range", type=int, default=defaults.events_per_range)
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> ConvertConfig:
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(ConvertConfig)}
+    return ConvertConfig(**values)
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True) -> dict:
+    """Command-line entry: app flags become a ConvertConfig, the rest go to Beam unchanged."""
+    known, pipeline_args = _parser().parse_known_args(argv)
+    return convert(config_from_args(known), pipeline_args, save_main_session=save_main_session)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run()

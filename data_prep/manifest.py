@@ -1,0 +1,201 @@
+"""The converted dataset's manifest.json: schema, content hash, histograms, atomic write and read."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from data_prep import uri as uri_lib
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "test")
+
+#: Histogram edges are fixed in advance (not taken from the data) so two conversions of the same
+#: inputs bin identically and the manifest hash is stable. Energy: log-spaced 1 GeV to 1 TeV
+#: (covers the 2-500 GeV and 100-200 GeV sets with even relative resolution); angles: 2-degree
+#: bins over (0, pi) radians.
+ENERGY_EDGES = np.geomspace(1.0, 1000.0, 61)
+ANGLE_EDGES = np.linspace(0.0, np.pi, 91)
+HISTOGRAM_EDGES = {"energy": ENERGY_EDGES, "theta": ANGLE_EDGES, "mtheta": ANGLE_EDGES}
+
+#: Top-level manifest keys left out of the content hash: when and how the run happened, where the
+#: files live, and how Beam happened to pack records into shards (not deterministic across runs;
+#: the per-split record digests cover the content instead).
+VOLATILE_KEYS = ("content_hash", "created_utc", "run", "shards", "output")
+
+
+def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts per bin plus an underflow (first) and overflow (last) slot, as int64 (len(edges)+1)."""
+    values = np.asarray(values, dtype=np.float64)
+    idx = np.searchsorted(edges, values, side="right")  # 0: below edges[0]; len(edges): >= last
+    idx = np.where(values == edges[-1], len(edges) - 1, idx)
+    return np.bincount(idx, minlength=len(edges) + 1).astype(np.int64)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that shaped the records (recorded, and part of the hash)."""
+    import apache_beam
+    import h5py
+
+    out = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+        "apache_beam": apache_beam.__version__,
+    }
+    try:
+        import tensorflow as tf
+
+        out["tensorflow"] = tf.__version__
+    except ImportError:  # a converter host without TF still records what it has
+        out["tensorflow"] = "absent"
+    return out
+
+
+@dataclass
+class Manifest:
+    """Everything a reader, a trainer or a reviewer needs to know about a converted dataset.
+
+    Attributes:
+        format_version: Schema version of this file.
+        image_shape: ECAL image shape (x, y, z) of every record.
+        encoding: "dense" or "sparse".
+        compression: "none" or "gzip".
+        counts: Records per split.
+        shards: One dict per TFRecord file: split, name (relative to the dataset folder),
+            records, bytes, sha256.
+        preprocessing: The PreprocessConfig used (threshold, power, min_raw_sum, angle_key).
+        split: How train/test were assigned (by, test_fraction, seed).
+        events_read: Events read from the sources.
+        bad_events: Events dropped as bad, by reason (skip policy; empty under fail).
+        dropped_low_sum: Events dropped by the preprocessing's raw-sum cut.
+        histograms: Per split, for energy/theta/mtheta: {"edges", "counts"} with counts having an
+            underflow first and an overflow last.
+        records_digest: Per split, hex of the sum mod 2**256 of the records' sha256 values.
+        sources: One dict per input file: name, uri, size_bytes, sha256, n_events, layout.
+        versions: Python, numpy, h5py, apache_beam, tensorflow versions.
+        config: The whole ConvertConfig.
+        seed: The split seed.
+        output: Where the dataset was written.
+        run: Volatile facts of the run (runner, wall seconds, stage rates).
+        created_utc: ISO time the manifest was written.
+        content_hash: sha256 of the canonical JSON of every key except VOLATILE_KEYS.
+    """
+
+    image_shape: list[int]
+    encoding: str
+    compression: str
+    counts: dict[str, int]
+    shards: list[dict[str, Any]]
+    preprocessing: dict[str, Any]
+    split: dict[str, Any]
+    events_read: int
+    bad_events: dict[str, int]
+    dropped_low_sum: int
+    histograms: dict[str, dict[str, dict[str, list]]]
+    records_digest: dict[str, str]
+    sources: list[dict[str, Any]]
+    versions: dict[str, str]
+    config: dict[str, Any]
+    seed: int
+    output: str = ""
+    run: dict[str, Any] = field(default_factory=dict)
+    created_utc: str = ""
+    content_hash: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of all fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        """Build from a dict; unknown keys are an error so a newer format is not misread."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"manifest: unknown keys {sorted(unknown)}; known {sorted(known)}")
+        return cls(**data)
+
+    def shard_names(self, split: str) -> list[str]:
+        """Relative names of the shards of one split, sorted."""
+        if split not in self.counts:
+            raise ValueError(f"split must be one of {sorted(self.counts)}, got {split!r}")
+        return sorted(s["name"] for s in self.shards if s["split"] == split)
+
+    def with_content_hash(self) -> "Manifest":
+        """A copy with content_hash filled in from the current content."""
+        out = dataclasses.replace(self)
+        out.content_hash = compute_content_hash(self.to_dict())
+        return out
+
+
+def compute_content_hash(manifest: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the manifest without VOLATILE_KEYS.
+
+    The config's `output` and `overwrite` are left out too: the same inputs written elsewhere
+    are the same dataset.
+    """
+    content = {k: v for k, v in manifest.items() if k not in VOLATILE_KEYS}
+    config = dict(content.get("config", {}))
+    for key in ("output", "overwrite", "inputs"):
+        config.pop(key, None)
+    content["config"] = config
+    content["sources"] = [
+        {k: v for k, v in source.items() if k != "uri"} for source in content.get("sources", [])
+    ]
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dataset_dir(manifest_uri: str) -> str:
+    """The dataset folder of a manifest URI (accepts the folder itself too)."""
+    if manifest_uri.rstrip("/").endswith(MANIFEST_NAME):
+        stripped = manifest_uri.rstrip("/")
+        return stripped[: -len(MANIFEST_NAME)].rstrip("/") or "."
+    return manifest_uri.rstrip("/")
+
+
+def manifest_path(uri: str) -> str:
+    """The manifest.json URI for a dataset folder or a manifest URI."""
+    return uri_lib.join(dataset_dir(uri), MANIFEST_NAME)
+
+
+def write_manifest(manifest: Manifest, folder: str) -> str:
+    """Write manifest.json atomically (temp name + rename locally; one upload on GCS).
+
+    Returns:
+        The manifest URI.
+    """
+    target = uri_lib.join(folder, MANIFEST_NAME)
+    uri_lib.write_text(target, json.dumps(manifest.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return target
+
+
+def load_manifest(uri: str) -> Manifest:
+    """Read a manifest from a dataset folder or manifest URI.
+
+    Raises:
+        FileNotFoundError: when there is no manifest.json (then there is no finished dataset).
+        ValueError: when the manifest is not valid JSON of this schema, naming the file.
+    """
+    path = manifest_path(uri)
+    try:
+        text = uri_lib.read_text(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{path} does not exist: {dataset_dir(uri)} is not a finished dataset "
+            f"(the converter writes manifest.json last)"
+        ) from exc
+    try:
+        data = json.loads(text)
+        return Manifest.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not a valid caloforge manifest: {exc}") from exc

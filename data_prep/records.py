@@ -1,0 +1,213 @@
+"""TFRecord event encoding: tf.train.Example writing (dense or sparse ECAL) and batched TF decoding."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+ENCODING_DENSE = "dense"
+ENCODING_SPARSE = "sparse"
+ENCODINGS = (ENCODING_DENSE, ENCODING_SPARSE)
+
+COMPRESSION_NONE = "none"
+COMPRESSION_GZIP = "gzip"
+COMPRESSIONS = (COMPRESSION_NONE, COMPRESSION_GZIP)
+
+# Feature names inside each tf.train.Example.
+F_ECAL = "ecal"  # dense: float32 little-endian bytes of the whole image
+F_ECAL_DELTA = "ecal_index_delta"  # sparse: gaps between sorted flat indices of non-zero cells
+F_ECAL_VALUES = "ecal_values"  # sparse: values of those cells, same order
+SCALAR_FLOAT_KEYS = ("energy", "theta", "mtheta", "ecal_sum")
+F_EVENT_INDEX = "event_index"
+F_SOURCE_INDEX = "source_index"
+
+#: Keys of each decoded batch (CONTRACTS.md section 2).
+OUTPUT_KEYS = ("ecal", "energy", "theta", "mtheta", "ecal_sum")
+
+
+def check_encoding(encoding: str, compression: str) -> None:
+    """Raise ValueError naming the bad value when encoding/compression are unknown."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+
+
+def shard_suffix(compression: str) -> str:
+    """File name suffix of the shards: .tfrecord or .tfrecord.gz."""
+    return ".tfrecord.gz" if compression == COMPRESSION_GZIP else ".tfrecord"
+
+
+def tf_compression_type(compression: str) -> str:
+    """The compression_type string tf.data.TFRecordDataset expects."""
+    return "GZIP" if compression == COMPRESSION_GZIP else ""
+
+
+def _example_pb2():
+    # Imported lazily: pulling in TensorFlow costs seconds, and modules that only plan work
+    # (the Beam driver, manifest readers) should not pay it.
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    return example_pb2, feature_pb2
+
+
+def sparse_parts(ecal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index gaps, values) of the non-zero cells of one image, flattened in C order.
+
+    Gaps between consecutive sorted indices are small inside a shower, so most take one varint
+    byte in the Int64List instead of the two or three an absolute index needs.
+    """
+    flat = np.ascontiguousarray(ecal, dtype=np.float32).reshape(-1)
+    idx = np.flatnonzero(flat)
+    deltas = np.diff(idx, prepend=0) if idx.size else idx
+    return deltas.astype(np.int64), flat[idx]
+
+
+def encode_event(
+    ecal: np.ndarray,
+    energy: float,
+    theta: float,
+    mtheta: float,
+    ecal_sum: float,
+    event_index: int,
+    source_index: int,
+    encoding: str = ENCODING_DENSE,
+) -> bytes:
+    """Serialize one preprocessed event as a tf.train.Example.
+
+    Args:
+        ecal: float32 image (any shape; the manifest records it).
+        energy, theta, mtheta, ecal_sum: scalar labels (GeV, radians, radians, raw sum).
+        event_index: Index of the event in its source file (for tracing a record back).
+        source_index: Index of the source file in the manifest's `sources` list.
+        encoding: "dense" (all cells as float32 bytes) or "sparse" (non-zero cells only).
+
+    Returns:
+        The serialized Example.
+    """
+    example_pb2, feature_pb2 = _example_pb2()
+    feature = {
+        key: feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[float(value)]))
+        for key, value in zip(SCALAR_FLOAT_KEYS, (energy, theta, mtheta, ecal_sum))
+    }
+    feature[F_EVENT_INDEX] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(event_index)]))
+    feature[F_SOURCE_INDEX] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(source_index)]))
+    if encoding == ENCODING_DENSE:
+        raw = np.ascontiguousarray(ecal, dtype="<f4").tobytes()
+        feature[F_ECAL] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[raw]))
+    elif encoding == ENCODING_SPARSE:
+        deltas, values = sparse_parts(ecal)
+        feature[F_ECAL_DELTA] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=deltas.tolist()))
+        feature[F_ECAL_VALUES] = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values.tolist()))
+    else:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    return example_pb2.Example(features=feature_pb2.Features(feature=feature)).SerializeToString()
+
+
+def record_digest(record: bytes) -> int:
+    """sha256 of one record as an integer, for the order-independent split digest."""
+    return int.from_bytes(hashlib.sha256(record).digest(), "big")
+
+
+def combine_digests(*digests: int) -> int:
+    """Order-independent combination (sum modulo 2**256) of record digests.
+
+    Beam assigns records to shards in no fixed order, so shard files differ between two runs on
+    the same inputs; the sum of record hashes does not, and it changes if any record changes.
+    """
+    return sum(digests) % (1 << 256)
+
+
+def iter_tfrecord_frames(fh: BinaryIO) -> Iterator[bytes]:
+    """Yield the records of an uncompressed TFRecord stream (framing only; CRCs not checked).
+
+    Raises:
+        ValueError: on a truncated stream.
+    """
+    while True:
+        header = fh.read(12)
+        if not header:
+            return
+        if len(header) < 12:
+            raise ValueError("truncated TFRecord header")
+        (length,) = struct.unpack("<Q", header[:8])
+        data = fh.read(length)
+        footer = fh.read(4)
+        if len(data) < length or len(footer) < 4:
+            raise ValueError("truncated TFRecord record")
+        yield data
+
+
+def iter_tfrecord_file(fh: BinaryIO, compression: str) -> Iterator[bytes]:
+    """Records of a TFRecord file object, decompressing GZIP shards on the fly."""
+    if compression == COMPRESSION_GZIP:
+        with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+            yield from iter_tfrecord_frames(gz)
+    else:
+        yield from iter_tfrecord_frames(fh)
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorFlow decoding
+
+
+def parse_batch(serialized, image_shape: tuple[int, ...], encoding: str):
+    """Decode a batch of serialized Examples into the CONTRACTS.md dict of tensors.
+
+    Works on a whole batch at once (one parse_example call, one scatter for sparse), which is
+    far cheaper than mapping a parser over single records.
+
+    Args:
+        serialized: tf.string tensor of shape (B,).
+        image_shape: The image shape from the manifest.
+        encoding: "dense" or "sparse".
+
+    Returns:
+        {"ecal": (B, *image_shape) float32, "energy", "theta", "mtheta", "ecal_sum": (B,)}.
+    """
+    import tensorflow as tf
+
+    n_cells = int(np.prod(image_shape))
+    spec = {key: tf.io.FixedLenFeature([], tf.float32) for key in SCALAR_FLOAT_KEYS}
+    if encoding == ENCODING_DENSE:
+        spec[F_ECAL] = tf.io.FixedLenFeature([], tf.string)
+    elif encoding == ENCODING_SPARSE:
+        spec[F_ECAL_DELTA] = tf.io.RaggedFeature(tf.int64)
+        spec[F_ECAL_VALUES] = tf.io.RaggedFeature(tf.float32)
+    else:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    parsed = tf.io.parse_example(serialized, spec)
+    batch = tf.shape(serialized)[0]
+    if encoding == ENCODING_DENSE:
+        flat = tf.io.decode_raw(parsed[F_ECAL], tf.float32, little_endian=True)
+    else:
+        deltas = parsed[F_ECAL_DELTA]
+        values = parsed[F_ECAL_VALUES]
+        # Per-row cumulative sum of the gaps gives the flat indices: one global cumsum minus
+        # the running total reached before each row starts.
+        running = tf.cumsum(deltas.flat_values)
+        before_row = tf.gather(tf.concat([tf.zeros([1], tf.int64), running], 0), deltas.row_starts())
+        index = running - tf.repeat(before_row, tf.cast(deltas.row_lengths(), tf.int64))
+        rows = tf.cast(deltas.value_rowids(), tf.int64)
+        flat = tf.scatter_nd(
+            tf.stack([rows, index], axis=1),
+            values.flat_values,
+            tf.cast(tf.stack([batch, n_cells]), tf.int64),
+        )
+    ecal = tf.reshape(flat, tf.concat([[batch], tf.constant(image_shape, tf.int32)], 0))
+    out = {"ecal": ecal}
+    for key in SCALAR_FLOAT_KEYS:
+        out[key] = parsed[key]
+    return out
+
+
+def decode_records(records: list[bytes], image_shape: tuple[int, ...], encoding: str) -> dict[str, np.ndarray]:
+    """Decode serialized Examples to numpy (tests, small tools); same code path as the reader."""
+    import tensorflow as tf
+
+    out = parse_batch(tf.constant(records, dtype=tf.string), tuple(image_shape), encoding)
+    return {key: value.numpy() for key, value in out.items()}

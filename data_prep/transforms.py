@@ -1,0 +1,374 @@
+"""Beam PTransforms of the HDF5 -> TFRecord conversion: read ranges, validate, preprocess, encode, split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Iterable, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics.metric import Metrics
+
+from data_prep import h5layout, records
+from data_prep import manifest as manifest_lib
+from data_prep import uri as uri_lib
+from data_prep.preprocess import PreprocessConfig, preprocess_block
+
+_LOG = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "caloforge.convert"
+TAG_TRAIN = "train"
+TAG_TEST = "test"
+TAG_STATS = "stats"
+SPLIT_BY = ("event", "file")
+ON_BAD_EVENT = ("fail", "skip")
+_LOG_EVERY_S = 15.0
+
+
+class EventRange(NamedTuple):
+    """A slice [start, stop) of one source file; the unit of parallel work."""
+
+    source_index: int
+    uri: str
+    start: int
+    stop: int
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress and statistics
+
+
+class _Progress:
+    """Counts events through one stage; Beam counters for the driver, a periodic log line here.
+
+    The driver turns the counters into one `events/s` line per stage after the run; the log line
+    lets someone watching a long job on a worker see it move.
+    """
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.events = Metrics.counter(METRICS_NAMESPACE, f"{stage}_events")
+        self.busy_ms = Metrics.counter(METRICS_NAMESPACE, f"{stage}_busy_ms")
+        self._seen = 0
+        self._t0 = time.monotonic()
+        self._last_log = self._t0
+
+    def add(self, n_events: int, seconds: float) -> None:
+        self.events.inc(int(n_events))
+        self.busy_ms.inc(int(seconds * 1000))
+        self._seen += int(n_events)
+        now = time.monotonic()
+        if now - self._last_log >= _LOG_EVERY_S:
+            self._last_log = now
+            _LOG.info("%s: %d events on this worker, %.1f events/s", self.stage, self._seen,
+                      self._seen / max(now - self._t0, 1e-9))
+
+
+def empty_stats() -> dict[str, Any]:
+    """The identity element of the conversion statistics (see SumStats)."""
+    return {}
+
+
+def _add_stats(acc: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    for key, value in other.items():
+        if key.startswith("digest:"):
+            acc[key] = records.combine_digests(acc.get(key, 0), value)
+        elif isinstance(value, np.ndarray):
+            acc[key] = acc[key] + value if key in acc else value.copy()
+        else:
+            acc[key] = acc.get(key, 0) + value
+    return acc
+
+
+class SumStats(beam.CombineFn):
+    """Sums per-block statistics dicts: counters add, histograms add bin-wise, digests add mod 2**256."""
+
+    def create_accumulator(self):
+        return empty_stats()
+
+    def add_input(self, accumulator, element):
+        return _add_stats(accumulator, element)
+
+    def merge_accumulators(self, accumulators):
+        out = empty_stats()
+        for acc in accumulators:
+            _add_stats(out, acc)
+        return out
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def stats_to_json(stats: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe form: arrays to lists, digests to 64-digit hex."""
+    out = {}
+    for key, value in stats.items():
+        if key.startswith("digest:"):
+            out[key] = f"{int(value):064x}"
+        elif isinstance(value, np.ndarray):
+            out[key] = [int(v) for v in value]
+        else:
+            out[key] = int(value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+class _ReadRangeFn(beam.DoFn):
+    def setup(self):
+        uri_lib.configure_beam_gcs()
+        self._progress = _Progress("ReadEvents")
+
+    def process(self, element: EventRange) -> Iterable[tuple[int, h5layout.EventBlock]]:
+        t0 = time.monotonic()
+        if uri_lib.is_gcs(element.uri):
+            with uri_lib.open_read(element.uri) as fh:
+                block = h5layout.read_events(fh, element.start, element.stop, name=element.uri)
+        else:
+            block = h5layout.read_events(element.uri, element.start, element.stop)
+        self._progress.add(len(block), time.monotonic() - t0)
+        yield element.source_index, block
+
+
+class ReadEventBlocks(beam.PTransform):
+    """EventRange -> (source_index, EventBlock), reading each slice with h5py (gs:// via uri)."""
+
+    def expand(self, ranges):
+        return ranges | "ReadRange" >> beam.ParDo(_ReadRangeFn())
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+class _ValidateFn(beam.DoFn):
+    def __init__(self, on_bad_event: str, energy_range: tuple[float, float] | None):
+        if on_bad_event not in ON_BAD_EVENT:
+            raise ValueError(f"on_bad_event must be one of {ON_BAD_EVENT}, got {on_bad_event!r}")
+        self._on_bad_event = on_bad_event
+        self._energy_range = None if energy_range is None else tuple(float(e) for e in energy_range)
+
+    def setup(self):
+        self._progress = _Progress("ValidateEvents")
+
+    def process(self, element):
+        source_index, block = element
+        t0 = time.monotonic()
+        stats = {"events_read": len(block)}
+        if self._on_bad_event == "fail":
+            h5layout.check_events(block, block.uri, self._energy_range)
+        else:
+            bad = h5layout.find_bad_events(block, block.uri, self._energy_range)
+            if bad:
+                bad_index = np.array([b.event_index for b in bad], dtype=np.int64)
+                keep = ~np.isin(block.event_index, bad_index)
+                for b in bad:
+                    stats[f"bad:{b.reason}"] = stats.get(f"bad:{b.reason}", 0) + 1
+                    _LOG.warning("skipping bad event: file %s, event %d: %s", block.uri, b.event_index, b.reason)
+                block = h5layout.EventBlock(
+                    ecal=block.ecal[keep],
+                    energy=block.energy[keep],
+                    theta=block.theta[keep],
+                    mtheta=block.mtheta[keep],
+                    event_index=block.event_index[keep],
+                    uri=block.uri,
+                )
+        self._progress.add(stats["events_read"], time.monotonic() - t0)
+        yield beam.pvalue.TaggedOutput(TAG_STATS, stats)
+        if len(block):
+            yield source_index, block
+
+
+class ValidateEvents(beam.PTransform):
+    """(source_index, EventBlock) -> good blocks (main) and statistics (tag "stats").
+
+    Under on_bad_event="fail" the first bad event raises InputValidationError naming the file,
+    dataset and event; under "skip" bad events are dropped and counted by reason.
+    """
+
+    def __init__(self, on_bad_event: str = "fail", energy_range: tuple[float, float] | None = None):
+        super().__init__()
+        self._fn = _ValidateFn(on_bad_event, energy_range)
+
+    def expand(self, blocks):
+        return blocks | "CheckEvents" >> beam.ParDo(self._fn).with_outputs(TAG_STATS, main="good")
+
+
+# ----------------------------------------------------------------------------------------------
+# Preprocessing
+
+
+class _PreprocessFn(beam.DoFn):
+    def __init__(self, cfg: dict[str, Any]):
+        self._cfg = PreprocessConfig.from_dict(cfg)
+
+    def setup(self):
+        self._progress = _Progress("PreprocessEvents")
+
+    def process(self, element):
+        source_index, block = element
+        t0 = time.monotonic()
+        processed, n_low = preprocess_block(block, self._cfg)
+        self._progress.add(len(block), time.monotonic() - t0)
+        yield beam.pvalue.TaggedOutput(TAG_STATS, {"dropped_low_sum": n_low})
+        if len(processed):
+            yield source_index, block.uri, processed
+
+
+class PreprocessEvents(beam.PTransform):
+    """(source_index, EventBlock) -> (source_index, uri, ProcessedBlock) and statistics."""
+
+    def __init__(self, cfg: PreprocessConfig):
+        super().__init__()
+        self._fn = _PreprocessFn(cfg.to_dict())
+
+    def expand(self, blocks):
+        return blocks | "ThresholdAndPower" >> beam.ParDo(self._fn).with_outputs(TAG_STATS, main="processed")
+
+
+# ----------------------------------------------------------------------------------------------
+# Split, encode
+
+
+def split_of(file_name: str, event_index: int, test_fraction: float, seed: int, by: str = "event") -> str:
+    """Deterministic train/test assignment from a hash (stable across runs, runners, machines).
+
+    Args:
+        file_name: The source file's base name (not its location: moving files keeps the split).
+        event_index: Index of the event in the file (ignored when by == "file").
+        test_fraction: Wanted fraction of test events, in [0, 1].
+        seed: Salt: another seed gives another, equally deterministic split.
+        by: "event" (each event on its own) or "file" (whole files go to one side).
+
+    Returns:
+        "train" or "test".
+    """
+    if by == "event":
+        key = f"{seed}:{file_name}:{int(event_index)}"
+    elif by == "file":
+        key = f"{seed}:{file_name}"
+    else:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {by!r}")
+    u = int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") / 2.0**64
+    return TAG_TEST if u < test_fraction else TAG_TRAIN
+
+
+class _EncodeFn(beam.DoFn):
+    def __init__(self, encoding: str, test_fraction: float, seed: int, split_by: str):
+        records.check_encoding(encoding, records.COMPRESSION_NONE)
+        self._encoding = encoding
+        self._test_fraction = float(test_fraction)
+        self._seed = int(seed)
+        self._split_by = split_by
+
+    def setup(self):
+        self._progress = _Progress("EncodeEvents")
+
+    def process(self, element):
+        source_index, uri, block = element
+        t0 = time.monotonic()
+        name = uri_lib.basename(uri)
+        stats: dict[str, Any] = {}
+        splits = np.array(
+            [split_of(name, i, self._test_fraction, self._seed, self._split_by) for i in block.event_index]
+        )
+        for split in manifest_lib.SPLITS:
+            mask = splits == split
+            n = int(mask.sum())
+            stats[f"count:{split}"] = n
+            stats[f"digest:{split}"] = 0
+            for key, edges in manifest_lib.HISTOGRAM_EDGES.items():
+                stats[f"hist:{split}:{key}"] = manifest_lib.histogram_counts(getattr(block, key)[mask], edges)
+        for i in range(len(block)):
+            record = records.encode_event(
+                block.ecal[i],
+                block.energy[i],
+                block.theta[i],
+                block.mtheta[i],
+                block.ecal_sum[i],
+                block.event_index[i],
+                source_index,
+                self._encoding,
+            )
+            split = str(splits[i])
+            stats[f"digest:{split}"] = records.combine_digests(stats[f"digest:{split}"], records.record_digest(record))
+            yield beam.pvalue.TaggedOutput(split, record)
+        self._progress.add(len(block), time.monotonic() - t0)
+        yield beam.pvalue.TaggedOutput(TAG_STATS, stats)
+
+
+class EncodeAndSplit(beam.PTransform):
+    """(source_index, uri, ProcessedBlock) -> serialized Examples tagged "train"/"test" + statistics."""
+
+    def __init__(self, encoding: str, test_fraction: float, seed: int, split_by: str = "event"):
+        super().__init__()
+        self._fn = _EncodeFn(encoding, test_fraction, seed, split_by)
+
+    def expand(self, processed):
+        return processed | "EncodeExamples" >> beam.ParDo(self._fn).with_outputs(TAG_TRAIN, TAG_TEST, TAG_STATS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shard description (after WriteToTFRecord)
+
+
+class _HashingReader:
+    """File-object wrapper that hashes and counts every byte read through it."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.digest = hashlib.sha256()
+        self.n_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self.digest.update(data)
+        self.n_bytes += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(8 << 20):
+            pass
+
+
+def describe_shard(path: str, compression: str) -> dict[str, Any]:
+    """One pass over a finished shard: split, relative name, record count, bytes, sha256."""
+    name = uri_lib.basename(path)
+    with uri_lib.open_read(path) as raw:
+        reader = _HashingReader(raw)
+        n_records = sum(1 for _ in records.iter_tfrecord_file(reader, compression))
+        reader.drain()
+    return {
+        "split": name.split("-", 1)[0],
+        "name": name,
+        "records": n_records,
+        "bytes": reader.n_bytes,
+        "sha256": reader.digest.hexdigest(),
+    }
+
+
+class DescribeShards(beam.PTransform):
+    """Finished shard paths -> one list of shard descriptions (hashing runs on the workers)."""
+
+    def __init__(self, compression: str):
+        super().__init__()
+        self._compression = compression
+
+    def expand(self, paths):
+        return (
+            paths
+            | "SpreadShards" >> beam.Reshuffle()
+            | "HashShard" >> beam.Map(describe_shard, self._compression)
+            | "CollectShards" >> beam.combiners.ToList()
+        )
+
+
+def write_json(value: Any, target: str) -> str:
+    """Write a JSON side file from inside the pipeline (read by the driver after the run)."""
+    uri_lib.write_text(target, json.dumps(value, sort_keys=True))
+    return target
