@@ -1,0 +1,152 @@
+"""TrainConfig: every knob of a 3DGAN training run, JSON-serialisable and mapped 1:1 to CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+LR_SCALINGS = ("none", "linear", "sqrt")
+LOOPS = ("custom", "builtin")
+ANGLE_KEYS = ("mtheta", "theta")
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of one training run; stored as config.json beside its outputs.
+
+    Attributes:
+        data: manifest.json of a converted dataset (local path or gs://).
+        output_dir: Folder or gs:// prefix receiving checkpoints, generator, timings, summary.
+        preset: Model preset name (see trainer.presets.PRESETS).
+        strategy: Distribution strategy: auto|default|one_device|mirrored|multi_worker|tpu.
+        tpu: TPU name or 'local' for the tpu strategy ('' means 'local').
+        loop: 'custom' (strategy.run in a tf.function) or 'builtin' (keras fit).
+        batch_size_per_replica: Events per replica per step; global batch = this x replicas.
+        learning_rate: RMSprop base learning rate before lr_scaling.
+        lr_scaling: How the base rate grows with replicas: none|linear|sqrt. The published
+            code never scaled it, which silently changes the dynamics with the replica count.
+        epochs: Passes over the training split (ignored when max_steps > 0).
+        steps_per_epoch: Steps per epoch; 0 derives it from the manifest's train count.
+        max_steps: If > 0, stop after this many steps in total (tests, benchmarks, demos).
+        steps_per_call: Steps per tf.function call (custom) or keras steps_per_execution.
+        precision: float32 | mixed_bfloat16 | mixed_float16 (the latter with loss scaling).
+        jit_compile: Compile the step with XLA.
+        angle_key: Batch key used as the angle label (measured 'mtheta' by default).
+        energy_scale: Energy label divisor (3DGAN uses E/100).
+        loss_weights: Weights of (real/fake BCE, energy MAPE, angle MAE, ECAL-sum MAPE).
+        label_flip_prob: Probability of flipping a real label to fake in the D step.
+        generator_updates: Generator updates per step (3DGAN trains G twice).
+        seed: Seed of weights, noise, label flips, dropout and input shuffling.
+        deterministic: Enable TF op determinism (bit-exact resume; slower).
+        shuffle: Shuffle the training input (deterministically, from seed).
+        checkpoint_every: Save a checkpoint every this many steps (0: only at the end).
+        keep_checkpoints: Checkpoints kept by the CheckpointManager.
+        log_every: Progress log / TensorBoard scalars every this many steps.
+        empty_check_every: Check generated showers for emptiness every this many steps.
+        empty_patience: Stop after this many consecutive checks with empty generated showers.
+        empty_threshold: A generated batch whose mean raw ECAL sum is below this is 'empty'.
+    """
+
+    data: str = ""
+    output_dir: str = ""
+    preset: str = "small"
+    strategy: str = "auto"
+    tpu: str = ""
+    loop: str = "custom"
+    batch_size_per_replica: int = 64
+    learning_rate: float = 1e-3
+    lr_scaling: str = "none"
+    epochs: int = 1
+    steps_per_epoch: int = 0
+    max_steps: int = 0
+    steps_per_call: int = 1
+    precision: str = "float32"
+    jit_compile: bool = False
+    angle_key: str = "mtheta"
+    energy_scale: float = 100.0
+    loss_weights: tuple[float, float, float, float] = (3.0, 0.1, 25.0, 0.1)
+    label_flip_prob: float = 0.05
+    generator_updates: int = 2
+    seed: int = 0
+    deterministic: bool = False
+    shuffle: bool = True
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    empty_check_every: int = 1
+    empty_patience: int = 50
+    empty_threshold: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.loss_weights = tuple(float(w) for w in self.loss_weights)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field and its value."""
+        choices = {
+            "strategy": STRATEGIES,
+            "precision": PRECISIONS,
+            "lr_scaling": LR_SCALINGS,
+            "loop": LOOPS,
+            "angle_key": ANGLE_KEYS,
+        }
+        for name, valid in choices.items():
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(f"TrainConfig.{name}={value!r} is not one of {', '.join(valid)}")
+        positive = ("batch_size_per_replica", "steps_per_call", "generator_updates", "log_every",
+                    "keep_checkpoints", "empty_check_every", "empty_patience")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 1")
+        for name in ("epochs", "steps_per_epoch", "max_steps", "checkpoint_every"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} must be > 0")
+        if not 0.0 <= self.label_flip_prob < 1.0:
+            raise ValueError(f"TrainConfig.label_flip_prob={self.label_flip_prob!r} must be in [0, 1)")
+        if len(self.loss_weights) != 4:
+            raise ValueError(f"TrainConfig.loss_weights={self.loss_weights!r} needs 4 values "
+                             "(bce, energy, angle, ecal_sum)")
+        if self.energy_scale <= 0:
+            raise ValueError(f"TrainConfig.energy_scale={self.energy_scale!r} must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["loss_weights"] = list(self.loss_weights)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"TrainConfig has no field(s) {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def scaled_learning_rate(base: float, replicas: int, rule: str) -> float:
+    """Learning rate for `replicas` replicas under rule none|linear|sqrt.
+
+    Raises:
+        ValueError: for an unknown rule or a replica count < 1.
+    """
+    if replicas < 1:
+        raise ValueError(f"replicas={replicas} must be >= 1")
+    if rule == "none":
+        return float(base)
+    if rule == "linear":
+        return float(base) * replicas
+    if rule == "sqrt":
+        return float(base) * replicas ** 0.5
+    raise ValueError(f"lr_scaling={rule!r} is not one of {', '.join(LR_SCALINGS)}")

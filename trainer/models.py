@@ -1,0 +1,188 @@
+"""3DGAN networks: the conditional generator and the four-head discriminator, built from presets."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from trainer.presets import ModelPreset, generator_output_shape
+
+HEADS = ("realfake", "energy", "angle", "ecal_sum")
+
+
+def build_generator(preset: ModelPreset, precision: str = "float32") -> keras.Model:
+    """Functional generator: latent [E/scale, angle, noise...] -> power-transformed shower.
+
+    The dtype policy is passed to every layer instead of set globally, so a float32 copy
+    for export can be built in the same process as a mixed-precision training model.
+
+    Raises:
+        ValueError: if the recipe does not produce the preset's image shape.
+    """
+    spec = preset.generator
+    out_shape = generator_output_shape(spec)
+    if tuple(out_shape) != tuple(preset.image_shape):
+        raise ValueError(f"preset {preset.name!r}: generator recipe gives {out_shape}, "
+                         f"image_shape is {preset.image_shape}")
+    dt = precision
+    latent = keras.Input(shape=(spec.latent_dim,), name="latent")
+    x = keras.layers.Dense(math.prod(spec.seed_shape), dtype=dt, name="dense")(latent)
+    x = keras.layers.Reshape(spec.seed_shape, dtype=dt, name="reshape")(x)
+    x = keras.layers.UpSampling3D(spec.upsampling, dtype=dt, name="upsample")(x)
+    for i, conv in enumerate(spec.convs):
+        if any(conv.padding):
+            x = keras.layers.ZeroPadding3D(conv.padding, dtype=dt, name=f"pad{i}")(x)
+        x = keras.layers.Conv3D(conv.filters, conv.kernel, padding="valid",
+                                kernel_initializer=conv.initializer, dtype=dt, name=f"conv{i}")(x)
+        x = keras.layers.ReLU(dtype=dt, name=f"relu{i}")(x)
+        if conv.batch_norm:
+            x = keras.layers.BatchNormalization(epsilon=spec.bn_epsilon, dtype=dt, name=f"bn{i}")(x)
+    out = spec.output
+    if any(out.padding):
+        x = keras.layers.ZeroPadding3D(out.padding, dtype=dt, name="pad_out")(x)
+    x = keras.layers.Conv3D(1, out.kernel, padding="valid", kernel_initializer=out.initializer,
+                            dtype=dt, name="conv_out")(x)
+    # The output ReLU runs in float32 so exported showers and the physics heads are float32.
+    image = keras.layers.ReLU(dtype="float32", name="shower")(x)
+    return keras.Model(latent, image, name=f"generator_{preset.name}")
+
+
+def measured_angle_tf(raw: tf.Tensor) -> tf.Tensor:
+    """TensorFlow twin of data_prep.angle.measured_angle (same formula, float32, differentiable).
+
+    Args:
+        raw: (B, X, Y, Z) or (B, X, Y, Z, 1) cell energies in raw units.
+
+    Returns:
+        (B,) angle in radians: pi/2 - arctan(cov(y, z) / var(z)) with energy weights;
+        pi/2 where the event is empty or all energy sits in one layer.
+    """
+    e = tf.nn.relu(tf.cast(raw, tf.float32))
+    if e.shape.rank == 5:
+        e = e[..., 0]
+    eyz = tf.reduce_sum(e, axis=1)  # (B, Y, Z)
+    ny, nz = eyz.shape[1], eyz.shape[2]
+    y = tf.range(ny, dtype=tf.float32)
+    z = tf.range(nz, dtype=tf.float32)
+    w = tf.reduce_sum(eyz, axis=[1, 2])
+    safe_w = tf.where(w > 0, w, tf.ones_like(w))
+    ez = tf.reduce_sum(eyz, axis=1)  # (B, Z)
+    ey = tf.reduce_sum(eyz, axis=2)  # (B, Y)
+    zbar = tf.reduce_sum(ez * z, axis=1) / safe_w
+    ybar = tf.reduce_sum(ey * y, axis=1) / safe_w
+    dy = y[None, :] - ybar[:, None]  # (B, Y)
+    dz = z[None, :] - zbar[:, None]  # (B, Z)
+    # Centred sums: no cancellation of E[yz] - E[y]E[z] in float32.
+    cov = tf.reduce_sum(eyz * dy[:, :, None] * dz[:, None, :], axis=[1, 2]) / safe_w
+    var = tf.reduce_sum(ez * dz * dz, axis=1) / safe_w
+    ok = tf.logical_and(w > 0, var > 1e-12)
+    slope = tf.where(ok, cov / tf.where(ok, var, tf.ones_like(var)), tf.zeros_like(var))
+    return math.pi / 2.0 - tf.atan(slope)
+
+
+def ecal_sum_tf(raw: tf.Tensor) -> tf.Tensor:
+    """(B,) total raw energy of each event (float32)."""
+    e = tf.nn.relu(tf.cast(raw, tf.float32))
+    return tf.reduce_sum(tf.reshape(e, [tf.shape(e)[0], -1]), axis=1)
+
+
+def invert_power_tf(image: tf.Tensor, power: float) -> tf.Tensor:
+    """Undo the x ** power preprocessing (float32; negative values clipped to 0)."""
+    return tf.pow(tf.nn.relu(tf.cast(image, tf.float32)), 1.0 / power)
+
+
+class Discriminator(keras.Model):
+    """Four-head 3DGAN discriminator.
+
+    Heads: real/fake logit (Dense 1; the sigmoid is applied in the loss for stability),
+    energy regression (Dense 1, linear, in E/scale units), and two parameter-free heads
+    computed on image ** (1/power): the measured angle and the raw ECAL sum.
+
+    Dropout is applied with stateless ops keyed by an explicit seed, so a training step is a
+    pure function of (weights, batch, step seed): resumed runs, the custom loop and keras fit
+    see identical dropout masks, and no stateful RNG variable needs syncing across replicas.
+    """
+
+    def __init__(self, preset: ModelPreset, precision: str = "float32", **kwargs):
+        super().__init__(name=kwargs.pop("name", f"discriminator_{preset.name}"), **kwargs)
+        spec = preset.discriminator
+        dt = precision
+        self.preset = preset
+        self.power = preset.power
+        self.dropout_rate = spec.dropout
+        self.first = keras.layers.Conv3D(spec.first_filters, spec.first_kernel, padding="same",
+                                         dtype=dt, name="conv_first")
+        self.first_act = keras.layers.LeakyReLU(spec.leaky_alpha, dtype=dt, name="leaky_first")
+        self.blocks = []
+        for i, block in enumerate(spec.blocks):
+            layers = []
+            if any(block.padding):
+                layers.append(keras.layers.ZeroPadding3D(block.padding, dtype=dt, name=f"pad{i}"))
+            layers.append(keras.layers.Conv3D(block.filters, block.kernel, padding="valid",
+                                              dtype=dt, name=f"conv{i}"))
+            layers.append(keras.layers.LeakyReLU(spec.leaky_alpha, dtype=dt, name=f"leaky{i}"))
+            if block.batch_norm:
+                layers.append(keras.layers.BatchNormalization(dtype=dt, name=f"bn{i}"))
+            self.blocks.append(layers)
+        self.pool = keras.layers.AveragePooling3D(spec.pool, dtype=dt, name="pool")
+        self.flatten = keras.layers.Flatten(dtype=dt, name="flatten")
+        self.realfake = keras.layers.Dense(1, dtype="float32", name="realfake")
+        self.energy = keras.layers.Dense(1, dtype="float32", name="energy")
+        self.build((None, *preset.image_shape, 1))
+
+    def build(self, input_shape) -> None:
+        self.call(tf.zeros((1, *input_shape[1:]), tf.float32))
+        self.built = True
+
+    def _dropout(self, x: tf.Tensor, training: bool, seed: tf.Tensor | None, index: int) -> tf.Tensor:
+        if not training or seed is None or self.dropout_rate <= 0:
+            return x
+        layer_seed = tf.random.experimental.stateless_fold_in(seed, index)
+        return tf.nn.experimental.stateless_dropout(x, rate=self.dropout_rate, seed=layer_seed)
+
+    def features(self, images: tf.Tensor, training: bool = False,
+                 dropout_seed: tf.Tensor | None = None) -> tf.Tensor:
+        """Flattened trunk features (B, F)."""
+        x = self.first_act(self.first(images))
+        x = self._dropout(x, training, dropout_seed, 0)
+        for i, layers in enumerate(self.blocks):
+            for layer in layers:
+                x = layer(x, training=training) if isinstance(
+                    layer, keras.layers.BatchNormalization) else layer(x)
+            x = self._dropout(x, training, dropout_seed, i + 1)
+        return self.flatten(self.pool(x))
+
+    def call(self, images: tf.Tensor, training: bool = False,
+             dropout_seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """Run all four heads on a batch of (B, X, Y, Z, 1) power-transformed images.
+
+        Returns:
+            dict of (B,) float32 tensors: realfake (logit), energy, angle (rad), ecal_sum (raw).
+        """
+        feats = self.features(images, training=training, dropout_seed=dropout_seed)
+        raw = invert_power_tf(images, self.power)
+        return {
+            "realfake": tf.cast(self.realfake(feats), tf.float32)[:, 0],
+            "energy": tf.cast(self.energy(feats), tf.float32)[:, 0],
+            "angle": measured_angle_tf(raw),
+            "ecal_sum": ecal_sum_tf(raw),
+        }
+
+    def layer_table(self) -> list[tuple[str, tuple, int]]:
+        """(layer name, output shape without batch, parameter count) along the trunk and heads."""
+        shape = (None, *self.preset.image_shape, 1)
+        rows = []
+        trunk = [self.first, self.first_act] + [l for b in self.blocks for l in b] + [self.pool, self.flatten]
+        for layer in trunk:
+            shape = layer.compute_output_shape(shape)
+            rows.append((layer.name, tuple(shape[1:]), int(layer.count_params())))
+        for head in (self.realfake, self.energy):
+            rows.append((head.name, (1,), int(head.count_params())))
+        return rows
+
+
+def generator_layer_table(generator: keras.Model) -> list[tuple[str, tuple, int]]:
+    """(layer name, output shape without batch, parameter count) for a functional generator."""
+    return [(l.name, tuple(l.output.shape[1:]), int(l.count_params())) for l in generator.layers]
