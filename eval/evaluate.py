@@ -69,6 +69,7 @@ class EvalConfig:
         tol_fpd_x1e3: Margin on FPD x 1e3.
         tol_kpd_x1e3: Margin on KPD x 1e3.
         tol_max_empty_fraction: Largest allowed fraction of empty generated showers.
+        tol_n_sigma: FPD/KPD thresholds also allow this many combined statistical errors.
     """
 
     data: str
@@ -99,6 +100,7 @@ class EvalConfig:
     tol_fpd_x1e3: float = 200.0
     tol_kpd_x1e3: float = 20.0
     tol_max_empty_fraction: float = 0.01
+    tol_n_sigma: float = 3.0
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
@@ -133,6 +135,7 @@ class EvalConfig:
             fpd_x1e3=self.tol_fpd_x1e3,
             kpd_x1e3=self.tol_kpd_x1e3,
             max_empty_fraction=self.tol_max_empty_fraction,
+            n_sigma=self.tol_n_sigma,
         )
 
     def to_dict(self) -> dict:

@@ -240,6 +240,8 @@ class Tolerances:
         fpd_x1e3: Margin on FPD x 1e3.
         kpd_x1e3: Margin on KPD x 1e3.
         max_empty_fraction: Largest allowed fraction of generated events with no energy.
+        n_sigma: For FPD and KPD, which carry a statistical error, the threshold also adds
+            n_sigma x the combined error of the generated and noise-floor values.
     """
 
     factor: float = 3.0
@@ -251,6 +253,7 @@ class Tolerances:
     fpd_x1e3: float = 200.0
     kpd_x1e3: float = 20.0
     max_empty_fraction: float = 0.01
+    n_sigma: float = 3.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -262,9 +265,11 @@ class Tolerances:
         return asdict(self)
 
 
-def _check(name: str, value: float, noise: float, margin: float, factor: float, rule: str) -> dict:
+def _check(
+    name: str, value: float, noise: float, margin: float, factor: float, rule: str, error: float = 0.0
+) -> dict:
     noise_term = abs(noise) if np.isfinite(noise) else 0.0  # KPD noise can be slightly negative
-    threshold = factor * noise_term + margin
+    threshold = factor * noise_term + margin + (error if np.isfinite(error) else 0.0)
     passed = bool(np.isfinite(value) and value <= threshold)
     return {
         "name": name,
@@ -296,11 +301,20 @@ def verdict(generated: dict, noise_floor: dict, tol: Tolerances) -> dict:
         ("shape_mre", tol.shape),
         ("moment_mre", tol.moment),
         ("angle_mre", tol.angle),
-        ("fpd_x1e3", tol.fpd_x1e3),
-        ("kpd_x1e3", tol.kpd_x1e3),
     ):
         if key in generated:
             checks.append(_check(key, generated[key], noise_floor.get(key, float("nan")), margin, f, rule))
+    for key, margin in (("fpd_x1e3", tol.fpd_x1e3), ("kpd_x1e3", tol.kpd_x1e3)):
+        if key in generated:
+            # Distances come with a statistical error; allow n_sigma times the combined error of the
+            # two measurements, so that a noisy estimate alone cannot fail (or pass) the check.
+            err_key = key.replace("_x1e3", "_err_x1e3")
+            errors = [generated.get(err_key, 0.0), noise_floor.get(err_key, 0.0)]
+            combined = float(np.sqrt(sum(e * e for e in errors if np.isfinite(e))))
+            checks.append(
+                _check(key, generated[key], noise_floor.get(key, float("nan")), margin, f,
+                       rule + f" + {tol.n_sigma:g} x combined error", tol.n_sigma * combined)
+            )
     if "classifier_auc" in generated:
         checks.append(
             _check(
