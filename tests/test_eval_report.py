@@ -1,0 +1,80 @@
+"""Tests of eval.report and the evaluator's output writing: figures, self-contained HTML, strict JSON."""
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+from data_prep.mc_shower import ShowerParams, simulate_showers
+from eval.evaluate import EvalConfig, assemble_metrics, evaluate_arrays, write_outputs
+from eval.report import build_figures, render_html
+
+GRID = (15, 15, 12)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def monte_carlo(energy, theta, seed, scale=1.0):
+    return simulate_showers(energy, theta, np.random.default_rng(seed), ShowerParams(), grid=GRID)[0] * scale
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    rng = np.random.default_rng(5)
+    n = 200
+    energy = rng.uniform(20.0, 150.0, n).astype(np.float32)
+    theta = np.radians(rng.choice([62.0, 90.0, 118.0], n)).astype(np.float32)
+    ecal = monte_carlo(energy, theta, 1)
+    config = EvalConfig(data="mem://", generator_dir="mem://", output_dir="unused", seed=2)
+    results, feats = evaluate_arrays(ecal, energy, theta, lambda e, a: monte_carlo(e, a, 2, scale=1.5), config)
+    figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
+    return config, results, figures
+
+
+def test_figures_are_png_with_noise_floor_rows(evaluation):
+    _, results, figures = evaluation
+    names = [f.name for f in figures]
+    assert names == sorted(set(names), key=names.index)  # unique
+    assert {"sampling_fraction", "shapes", "moments", "measured_angle", "cell_spectrum"} <= set(names)
+    for fig in figures:
+        assert fig.png.startswith(PNG_SIGNATURE), fig.name
+        assert fig.rows, fig.name
+        for metric, generated, noise in fig.rows:
+            assert generated == results["generated"]["flat"].get(metric, generated)
+            assert noise == results["noise_floor"]["flat"].get(metric, noise)
+    sf = next(f for f in figures if f.name == "sampling_fraction")
+    # The generator is scaled by 1.5: its sampling-fraction error is 0.5, far above the noise floor.
+    assert sf.rows[0][1] == pytest.approx(0.5, abs=0.05) and sf.rows[0][2] < 0.05
+
+
+def test_html_is_self_contained_with_verdict_table(evaluation):
+    config, results, figures = evaluation
+    metrics = assemble_metrics(results, config)
+    page = render_html(figures, metrics)
+    assert "Verdict: FAILED" in page
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == len(figures)
+    assert all(base64.b64decode(img).startswith(PNG_SIGNATURE) for img in images)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for check in results["verdict"]["checks"]:
+        assert f"<td>{check['name']}</td>" in page
+    assert page.count("MC vs MC") >= len(figures)
+
+
+def test_write_outputs_strict_json_and_no_leftovers(evaluation, tmp_path):
+    config, results, figures = evaluation
+    metrics = assemble_metrics(results, config, {"power": 0.85})
+    out = tmp_path / "eval"
+    paths = write_outputs(str(out), metrics, figures)
+    assert set(paths) == {f"plots/{f.name}.png" for f in figures} | {"report.html", "metrics.json"}
+    text = (out / "metrics.json").read_text()
+    loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert loaded["verdict"]["passed"] is False
+    assert loaded["config"]["seed"] == 2 and loaded["seed"] == 2
+    assert loaded["versions"]["numpy"] == np.__version__
+    assert loaded["summary"]["generated"]["sampling_fraction_mre"] > 0.4
+    assert loaded["counts"]["generated_events"] == 100
+    leftovers = [p.name for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert leftovers == []
+    assert (out / "plots" / "shapes.png").read_bytes().startswith(PNG_SIGNATURE)
