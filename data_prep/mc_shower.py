@@ -147,6 +147,7 @@ def simulate_showers(
     grid: tuple[int, int, int] = (51, 51, 25),
     hcal_grid: tuple[int, int, int] | None = None,
     hcal_cell: int = 5,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Simulate a batch of electron showers into ECAL (and optionally HCAL) cell energies.
 
@@ -158,6 +159,8 @@ def simulate_showers(
         grid: ECAL cells (x, y, z).
         hcal_grid: HCAL cells (x, y, z) to fill with the energy leaking behind the ECAL, or None.
         hcal_cell: ECAL cells per HCAL cell transversely (HCAL layers are one X0 deep here).
+        out: Optional float32 (n, *grid) array to fill (avoids a copy when writing into a
+            larger block); it is zeroed first.
 
     Returns:
         (ecal float32 (n, *grid) in raw units, hcal float32 (n, *hcal_grid) or None).
@@ -223,7 +226,10 @@ def simulate_showers(
     inside_xy = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
     in_ecal = inside_xy & (iz < nz)
     flat = ((ev * nx + ix) * ny + iy) * nz + iz
-    ecal = np.bincount(flat[in_ecal], weights=w[in_ecal], minlength=n * ncell)
+    # Sum spots per hit cell on the (few thousand) hit cells only: a dense float64 grid per
+    # batch would cost more memory traffic than the whole simulation.
+    hit, inverse = np.unique(flat[in_ecal], return_inverse=True)
+    hit_energy = np.bincount(inverse, weights=w[in_ecal], minlength=hit.shape[0])
 
     hcal = None
     if hcal_grid is not None:
@@ -238,17 +244,24 @@ def simulate_showers(
         hcal = hcal.astype(np.float32).reshape(n, *hcal_grid)
 
     # --- readout: noise on hit cells, noise-only hits above threshold, threshold ---------
-    hit = np.flatnonzero(ecal)
+    if out is None:
+        out = np.zeros((n, *grid), dtype=np.float32)
+    elif out.shape != (n, *grid) or out.dtype != np.float32:
+        raise ValueError(f"simulate_showers: out must be float32 {(n, *grid)}, got {out.dtype} {out.shape}")
+    else:
+        out[...] = 0.0
+    ecal = out.reshape(-1)
     if p.noise_sigma > 0:
-        ecal[hit] += p.noise_sigma * rng.standard_normal(hit.shape[0])
-        if p.threshold > 0:
-            k = p.threshold / p.noise_sigma
-            n_empty = n * ncell - hit.shape[0]
-            n_noise = int(rng.binomial(n_empty, _upper_tail_probability(k)))
-            if n_noise:
-                cells = rng.integers(0, n * ncell, size=n_noise)
-                cells = cells[ecal[cells] == 0.0]  # only cells without signal
-                ecal[cells] = p.noise_sigma * _gaussian_tail(rng, k, cells.shape[0])
-    ecal = ecal.astype(np.float32)
-    ecal[ecal < p.threshold] = 0.0
-    return ecal.reshape(n, *grid), hcal
+        hit_energy += p.noise_sigma * rng.standard_normal(hit.shape[0])
+    hit_energy[hit_energy < p.threshold] = 0.0
+    ecal[hit] = hit_energy
+    if p.noise_sigma > 0 and p.threshold > 0:
+        k = p.threshold / p.noise_sigma
+        n_noise = int(rng.binomial(n * ncell - hit.shape[0], _upper_tail_probability(k)))
+        if n_noise:
+            cells = rng.integers(0, n * ncell, size=n_noise)
+            if hit.shape[0]:  # keep only cells without signal (hit is sorted)
+                nearest = hit[np.searchsorted(hit, cells).clip(max=hit.shape[0] - 1)]
+                cells = cells[nearest != cells]
+            ecal[cells] = (p.noise_sigma * _gaussian_tail(rng, k, cells.shape[0])).astype(np.float32)
+    return out, hcal

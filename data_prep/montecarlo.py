@@ -210,9 +210,9 @@ def _block_datasets(
     hcal = np.empty((n, *HCAL_SHAPE), dtype=np.float32) if fixed else None
     for start in range(0, n, config.batch_size):
         stop = min(start + config.batch_size, n)
-        ecal[start:stop], h = simulate_showers(
+        _, h = simulate_showers(
             energy[start:stop], theta[start:stop], rng, params, grid=grid,
-            hcal_grid=HCAL_SHAPE if fixed else None,
+            hcal_grid=HCAL_SHAPE if fixed else None, out=ecal[start:stop],
         )
         if hcal is not None:
             hcal[start:stop] = h
@@ -282,9 +282,11 @@ def _write_h5(path: str, config: MonteCarloConfig, index: int, n_events: int) ->
     os.close(fd)
     filters: dict = {}
     if config.compression == "gzip":
-        filters = {"compression": "gzip", "compression_opts": int(config.compression_level), "shuffle": True}
+        # No shuffle filter: on these mostly-zero float32 images it makes files larger and
+        # halves write and read speed (measured: gzip-1 4.5 kB/event plain vs 6.4 kB shuffled).
+        filters = {"compression": "gzip", "compression_opts": int(config.compression_level)}
     elif config.compression == "lzf":
-        filters = {"compression": "lzf", "shuffle": True}
+        filters = {"compression": "lzf"}
     try:
         with h5py.File(tmp, "w") as h5:
             for name, (shape, dtype) in _dataset_specs(config, n_events).items():
