@@ -1,0 +1,291 @@
+"""Tests of the Beam HDF5 -> TFRecord conversion: transforms, full runs, publishing rules, bad events."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import apache_beam as beam
+import h5py
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from data_prep import h5layout, records, transforms, uri
+from data_prep.convert import ConvertConfig, convert, default_pipeline_args, plan_shards, run
+from data_prep.dataset import load_split_numpy, read_manifest
+from data_prep.errors import InputValidationError
+from data_prep.montecarlo import MonteCarloConfig, generate_files
+from data_prep.preprocess import PreprocessConfig, preprocess_block
+
+# In-process Python runner: no worker start-up per test; the multi-process default is exercised
+# by test_run_command_line_multiprocess.
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+
+
+def _options():
+    return PipelineOptions(IN_PROCESS)
+
+
+@pytest.fixture(scope="module")
+def mc_files(tmp_path_factory):
+    """Two real Monte Carlo files of 120 events each, chunked by 32 events."""
+    folder = tmp_path_factory.mktemp("mc")
+    return generate_files(MonteCarloConfig(n_events=240, events_per_file=120, seed=3, chunk_events=32), str(folder))
+
+
+@pytest.fixture(scope="module")
+def bad_file(tmp_path_factory, mc_files):
+    """A copy of an MC file with a NaN cell in event 5 and a negative primary energy in event 9."""
+    path = str(tmp_path_factory.mktemp("bad") / "bad_events.h5")
+    shutil.copyfile(mc_files[0], path)
+    with h5py.File(path, "r+") as h5:
+        ecal = h5["ECAL"][5]
+        ecal[10, 10, 3] = np.nan
+        h5["ECAL"][5] = ecal
+        h5["energy"][9] = -50.0
+    return path
+
+
+@pytest.fixture(scope="module")
+def dense_dataset(tmp_path_factory, mc_files):
+    out = str(tmp_path_factory.mktemp("dense") / "ds")
+    manifest = convert(ConvertConfig(inputs=mc_files, output=out, min_shards=2), IN_PROCESS)
+    return out, manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# Transforms, one at a time, with TestPipeline + Create + assert_that
+
+
+def test_read_and_validate_transforms_skip_bad_events(bad_file):
+    ranges = [transforms.EventRange(0, bad_file, 0, 8), transforms.EventRange(0, bad_file, 8, 16)]
+    with test_pipeline.TestPipeline(options=_options()) as p:
+        blocks = p | "Ranges" >> beam.Create(ranges) | "Read" >> transforms.ReadEventBlocks()
+        checked = blocks | "Validate" >> transforms.ValidateEvents("skip")
+        kept = checked.good | beam.FlatMap(lambda sb: [int(i) for i in sb[1].event_index])
+        reasons = (
+            checked[transforms.TAG_STATS]
+            | beam.CombineGlobally(transforms.SumStats())
+            | beam.Map(lambda s: sorted((k, v) for k, v in s.items() if k.startswith("bad:") or k == "events_read"))
+        )
+        assert_that(kept, equal_to([i for i in range(16) if i not in (5, 9)]), label="KeptEvents")
+        assert_that(
+            reasons,
+            equal_to([[("bad:non_finite", 1), ("bad:nonpositive_energy", 1), ("events_read", 16)]]),
+            label="BadReasons",
+        )
+
+
+def test_preprocess_and_encode_transforms_split_deterministically(mc_files):
+    name = os.path.basename(mc_files[0])
+    test_fraction = 0.3
+    block = h5layout.read_events(mc_files[0], 0, 40)
+    processed, _ = preprocess_block(block, PreprocessConfig())
+    expected_test = sorted(
+        int(i) for i in processed.event_index if transforms.split_of(name, int(i), test_fraction, 7) == "test"
+    )
+    expected_train = sorted(int(i) for i in processed.event_index if int(i) not in expected_test)
+    assert expected_test and expected_train  # the fixture must exercise both sides
+
+    def event_index(record: bytes) -> int:
+        from tensorflow.core.example import example_pb2
+
+        return int(example_pb2.Example.FromString(record).features.feature["event_index"].int64_list.value[0])
+
+    with test_pipeline.TestPipeline(options=_options()) as p:
+        out = (
+            p
+            | beam.Create([transforms.EventRange(0, mc_files[0], 0, 40)])
+            | transforms.ReadEventBlocks()
+            | "Pre" >> transforms.PreprocessEvents(PreprocessConfig())
+        )
+        encoded = out.processed | transforms.EncodeAndSplit("sparse", test_fraction, seed=7)
+        assert_that(encoded["test"] | "TestIdx" >> beam.Map(event_index), equal_to(expected_test), label="Test")
+        assert_that(encoded["train"] | "TrainIdx" >> beam.Map(event_index), equal_to(expected_train), label="Train")
+
+
+def test_split_by_file_keeps_files_whole():
+    sides = {transforms.split_of("f.h5", i, 0.5, 0, by="file") for i in range(50)}
+    assert len(sides) == 1
+    per_event = [transforms.split_of("f.h5", i, 0.5, 0, by="event") for i in range(400)]
+    assert 0.4 < per_event.count("test") / 400 < 0.6
+    with pytest.raises(ValueError, match="split_by"):
+        transforms.split_of("f.h5", 0, 0.5, 0, by="shard")
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole conversions
+
+
+def test_dense_conversion_manifest_is_complete_and_consistent(dense_dataset, mc_files):
+    out, manifest = dense_dataset
+    assert manifest == read_manifest(out).to_dict()
+    assert manifest["events_read"] == 240
+    assert manifest["counts"]["train"] + manifest["counts"]["test"] == 240 - manifest["dropped_low_sum"]
+    assert manifest["counts"]["test"] > 0 and manifest["counts"]["train"] > manifest["counts"]["test"]
+    assert manifest["image_shape"] == [51, 51, 25]
+    assert manifest["preprocessing"]["power"] == 0.85 and manifest["preprocessing"]["min_raw_sum"] == 10.0
+    # shards on disk are exactly those listed, with the listed sizes, checksums and record counts
+    listed = {s["name"]: s for s in manifest["shards"]}
+    on_disk = sorted(f for f in os.listdir(out) if f != "manifest.json")
+    assert on_disk == sorted(listed)
+    assert {s["split"] for s in manifest["shards"]} == {"train", "test"}
+    assert sum(1 for s in manifest["shards"] if s["split"] == "train") >= 2  # min_shards
+    for name, shard in listed.items():
+        path = os.path.join(out, name)
+        assert os.path.getsize(path) == shard["bytes"]
+        assert uri.sha256(path) == shard["sha256"]
+        with open(path, "rb") as fh:
+            assert sum(1 for _ in records.iter_tfrecord_file(fh, "none")) == shard["records"]
+    for split in ("train", "test"):
+        for key in ("energy", "theta", "mtheta"):
+            assert sum(manifest["histograms"][split][key]["counts"]) == manifest["counts"][split]
+    assert [s["sha256"] for s in manifest["sources"]] == [uri.sha256(f) for f in mc_files]
+    assert [s["size_bytes"] for s in manifest["sources"]] == [os.path.getsize(f) for f in mc_files]
+    assert set(manifest["versions"]) >= {"python", "tensorflow", "apache_beam", "numpy", "h5py"}
+    assert manifest["config"]["encoding"] == "dense" and manifest["seed"] == 0
+    assert len(manifest["content_hash"]) == 64
+    # the decoded records match the preprocessed source events
+    data = load_split_numpy(out, "test")
+    assert data["ecal"].shape == (manifest["counts"]["test"], 51, 51, 25)
+    block = h5layout.read_events(mc_files[0], 0, 120)
+    raw = block.ecal.reshape(120, -1)
+    raw = np.where(raw < PreprocessConfig().threshold, 0, raw).sum(axis=1)
+    j = int(np.argmin(np.abs(block.energy[:, None] - data["energy"][None, :]).min(axis=1)))
+    match = np.flatnonzero(data["energy"] == block.energy[j])
+    if match.size:  # the nearest-energy event of file 0 is in the test split
+        np.testing.assert_allclose(data["ecal_sum"][match[0]], raw[j], rtol=1e-5)
+
+
+def test_same_inputs_give_same_content_hash_and_seed_changes_it(tmp_path, dense_dataset, mc_files):
+    _, first = dense_dataset
+    again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), min_shards=2), IN_PROCESS)
+    assert again["content_hash"] == first["content_hash"]
+    assert again["created_utc"] and again["output"] != first["output"]
+    reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), min_shards=2, seed=1),
+                       IN_PROCESS)
+    assert reseeded["content_hash"] != first["content_hash"]
+    assert reseeded["records_digest"] != first["records_digest"]
+
+
+def test_refuses_non_empty_destination_and_overwrite_replaces(tmp_path, mc_files):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty.*--overwrite"):
+        run(["--inputs", *mc_files, "--output", str(out), *IN_PROCESS], save_main_session=False)
+    assert sorted(os.listdir(out)) == ["precious.txt"]
+    manifest = run(["--inputs", *mc_files, "--output", str(out), "--overwrite", "--min-shards", "3",
+                    "--test-fraction", "0.25", *IN_PROCESS], save_main_session=False)
+    names = sorted(os.listdir(out))
+    assert "precious.txt" not in names and "manifest.json" in names
+    assert not any(n.startswith("_staging") for n in names)
+    assert sorted(n for n in names if n != "manifest.json") == sorted(s["name"] for s in manifest["shards"])
+    assert manifest["split"]["test_fraction"] == 0.25
+
+
+def test_run_command_line_multiprocess(tmp_path, mc_files):
+    """The default runner (multi-process DirectRunner, one worker per core) from the CLI entry."""
+    pattern = os.path.join(os.path.dirname(mc_files[0]), "*.h5")
+    manifest = run(["--inputs", pattern, "--output", str(tmp_path / "cli"), "--encoding", "sparse",
+                    "--compression", "gzip", "--split-by", "file", "--test-fraction", "0.5"],
+                   save_main_session=False)
+    assert "--direct_running_mode=multi_processing" in manifest["run"]["pipeline_args"]
+    assert all(s["name"].endswith(".tfrecord.gz") for s in manifest["shards"])
+    # split by file: the records of each source file all land on one side
+    from tensorflow.core.example import example_pb2
+
+    sides: dict[int, set] = {}
+    for shard in manifest["shards"]:
+        with open(tmp_path / "cli" / shard["name"], "rb") as fh:
+            for record in records.iter_tfrecord_file(fh, "gzip"):
+                source = example_pb2.Example.FromString(record).features.feature["source_index"].int64_list.value[0]
+                sides.setdefault(int(source), set()).add(shard["split"])
+    assert sorted(sides) == [0, 1] and all(len(s) == 1 for s in sides.values())
+    assert manifest["run"]["stages"]["EncodeEvents"]["events"] == sum(manifest["counts"].values())
+
+
+def test_fail_policy_names_file_and_event(tmp_path, bad_file):
+    with pytest.raises(Exception) as info:
+        convert(ConvertConfig(inputs=[bad_file], output=str(tmp_path / "fail")), IN_PROCESS)
+    text = str(info.value)
+    assert "bad_events.h5" in text and "event 5" in text and "non_finite" in text
+    assert not os.path.exists(tmp_path / "fail" / "manifest.json")
+    assert uri.list_files(str(tmp_path / "fail")) == []  # staging removed, nothing half-written
+
+
+def test_skip_policy_counts_bad_events_by_reason(tmp_path, bad_file):
+    manifest = convert(ConvertConfig(inputs=[bad_file], output=str(tmp_path / "skip"), on_bad_event="skip"),
+                       IN_PROCESS)
+    assert manifest["bad_events"] == {"non_finite": 1, "nonpositive_energy": 1}
+    assert manifest["events_read"] == 120
+    assert sum(manifest["counts"].values()) == 120 - 2 - manifest["dropped_low_sum"]
+
+
+def test_energy_range_rejects_out_of_range_events(tmp_path, mc_files):
+    manifest = convert(ConvertConfig(inputs=[mc_files[1]], output=str(tmp_path / "range"), on_bad_event="skip",
+                                     energy_range=(100.0, 300.0)), IN_PROCESS)
+    with h5py.File(mc_files[1], "r") as h5:
+        energy = h5["energy"][:]
+    outside = int(((energy < 100) | (energy > 300)).sum())
+    assert outside > 0
+    assert manifest["bad_events"] == {"energy_out_of_range": outside}
+
+
+def test_encodings_round_trip_to_identical_events(tmp_path, dense_dataset, mc_files):
+    dense_dir, dense_manifest = dense_dataset
+    reference = load_split_numpy(dense_dir, "train")
+    order = np.argsort(reference["energy"])
+    for encoding, compression in (("sparse", "none"), ("dense", "gzip"), ("sparse", "gzip")):
+        out = str(tmp_path / f"{encoding}-{compression}")
+        manifest = convert(ConvertConfig(inputs=mc_files, output=out, encoding=encoding, compression=compression,
+                                         min_shards=2), IN_PROCESS)
+        assert manifest["counts"] == dense_manifest["counts"]
+        assert manifest["records_digest"]["train"] != dense_manifest["records_digest"]["train"] or encoding == "dense"
+        data = load_split_numpy(out, "train")
+        other = np.argsort(data["energy"])
+        for key in records.OUTPUT_KEYS:
+            np.testing.assert_array_equal(data[key][other], reference[key][order], err_msg=f"{encoding}/{compression} {key}")
+    sparse_bytes = sum(s["bytes"] for s in read_manifest(str(tmp_path / "sparse-none")).shards)
+    dense_bytes = sum(s["bytes"] for s in dense_manifest["shards"])
+    assert sparse_bytes < dense_bytes / 4
+
+
+def test_bad_inputs_are_refused_early(tmp_path, mc_files):
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        convert(ConvertConfig(inputs=[str(tmp_path / "nothing_here*.h5")], output=str(tmp_path / "o")), IN_PROCESS)
+    not_h5 = tmp_path / "notes.h5"
+    not_h5.write_text("hello")
+    with pytest.raises(InputValidationError, match="notes.h5"):
+        convert(ConvertConfig(inputs=[str(not_h5)], output=str(tmp_path / "o2")), IN_PROCESS)
+    with pytest.raises(ValueError, match="test_fraction"):
+        convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "o3"), test_fraction=1.5), IN_PROCESS)
+    with pytest.raises(ValueError, match="encoding"):
+        ConvertConfig(inputs=mc_files, output="x", encoding="png").validate()
+
+
+def test_config_round_trip_and_shard_planning():
+    cfg = ConvertConfig(inputs=["a.h5"], output="out", energy_range=(2.0, 500.0), encoding="sparse")
+    assert ConvertConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown keys"):
+        ConvertConfig.from_dict({**cfg.to_dict(), "shards": 3})
+    # 10,000 dense events of 260 kB: 2.34 GB of train -> 19 shards of 128 MB; 0.26 GB of test -> 3,
+    # raised to the default minimum of 4
+    shards = plan_shards(ConvertConfig(inputs=["a"], output="o"), 10_000, 260_252, 1.0)
+    assert shards == {"train": 19, "test": 4}
+    assert plan_shards(ConvertConfig(inputs=["a"], output="o", min_shards=8), 100, 3000, 1.0) == {"train": 8, "test": 8}
+
+
+def test_pipeline_args_default_and_pass_through():
+    local = default_pipeline_args([])
+    assert "--runner=DirectRunner" in local and "--direct_running_mode=multi_processing" in local
+    assert any(a.startswith("--direct_num_workers=") for a in local)
+    dataflow = ["--runner=DataflowRunner", "--project=p", "--region=europe-west4", "--temp_location=gs://b/tmp",
+                "--setup_file=./setup.py"]
+    assert default_pipeline_args(dataflow) == dataflow
+    assert default_pipeline_args(["--runner", "FlinkRunner", "--flink_master=host:8081"]) == [
+        "--runner", "FlinkRunner", "--flink_master=host:8081"]
