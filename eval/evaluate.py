@@ -320,15 +320,6 @@ def _manifest_power(manifest: Any) -> float:
     return float(power)
 
 
-def _generator_angle_key(generator_dir: str) -> str:
-    from data_prep import uri
-
-    path = uri.join(generator_dir, "generator_config.json")
-    if not uri.exists(path):
-        return "mtheta"
-    return str(json.loads(uri.read_text(path)).get("angle_key", "mtheta"))
-
-
 def write_outputs(output_dir: str, metrics: dict, figures) -> dict[str, str]:
     """Write plots/*.png, report.html and metrics.json (last), each atomically.
 
@@ -398,10 +389,17 @@ def evaluate(config: EvalConfig) -> dict:
             raise ValueError(f"{config.data}: split {config.split!r} has no {key!r} array")
     ecal_raw = np.power(np.clip(np.asarray(data["ecal"], dtype=np.float32), 0.0, None), np.float32(1.0 / power))
     LOG.info("loaded %d Monte Carlo events from %s (power %.3g undone)", ecal_raw.shape[0], config.data, power)
-    angle_key = _generator_angle_key(config.generator_dir)
+    bundle = load_generator(config.generator_dir)
+    # The generator is conditioned on the angle it was trained with (generator_config.json).
+    angle_key = str(bundle.config.get("angle_key", "mtheta"))
     if angle_key not in data:
         raise ValueError(f"generator is conditioned on {angle_key!r}, which the dataset {config.data} lacks")
-    bundle = load_generator(config.generator_dir)
+    image_shape = tuple(int(d) for d in bundle.config.get("image_shape", ecal_raw.shape[1:4]))
+    if image_shape != tuple(ecal_raw.shape[1:4]):
+        raise ValueError(
+            f"generator {config.generator_dir} makes {image_shape} images but dataset {config.data} "
+            f"holds {tuple(ecal_raw.shape[1:4])}"
+        )
 
     def generate(energy: np.ndarray, angle: np.ndarray) -> np.ndarray:
         return bundle.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
@@ -410,7 +408,12 @@ def evaluate(config: EvalConfig) -> dict:
         ecal_raw, np.asarray(data["energy"]), np.asarray(data["theta"]), generate, config,
         condition_angle=np.asarray(data[angle_key]),
     )
-    extra = {"generator_angle_key": angle_key, "power": power, "wall_seconds": time.monotonic() - started}
+    extra = {
+        "generator_angle_key": angle_key,
+        "generator_config": bundle.config,
+        "power": power,
+        "wall_seconds": time.monotonic() - started,
+    }
     metrics = assemble_metrics(results, config, extra)
     figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
     from data_prep import uri

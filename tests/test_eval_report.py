@@ -78,3 +78,46 @@ def test_write_outputs_strict_json_and_no_leftovers(evaluation, tmp_path):
     leftovers = [p.name for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
     assert leftovers == []
     assert (out / "plots" / "shapes.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_evaluate_end_to_end_with_converted_dataset_and_exported_generator(tmp_path):
+    """Real chain: Monte Carlo HDF5 -> Beam conversion -> untrained tiny generator export -> evaluate CLI."""
+    from data_prep.convert import ConvertConfig, convert
+    from data_prep.montecarlo import MonteCarloConfig, generate_files
+    from eval.evaluate import main
+    from trainer.export import export_generator
+    from trainer.models import build_generator
+    from trainer.presets import get_preset
+
+    files = generate_files(
+        MonteCarloConfig(n_events=120, events_per_file=120, energy_min=20.0, energy_max=200.0, seed=4),
+        str(tmp_path / "h5"),
+    )
+    manifest = convert(
+        ConvertConfig(inputs=files, output=str(tmp_path / "data"), test_fraction=0.6, min_shards=1)
+    )
+    assert manifest["counts"]["test"] >= 50
+    generator = build_generator(get_preset("tiny"), "float32")
+    export_generator(generator, "tiny", str(tmp_path / "generator"), {"seed": 0})
+
+    out = tmp_path / "eval"
+    rc = main(
+        ["--data", str(tmp_path / "data" / "manifest.json"), "--generator-dir", str(tmp_path / "generator"),
+         "--output-dir", str(out), "--max-events", "60", "--seed", "5", "--batch-size", "16"]
+    )
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["counts"]["mc_events"] == 60
+    assert metrics["counts"]["generated_events"] == 30
+    assert metrics["config"]["max_events"] == 60 and metrics["seed"] == 5
+    assert metrics["generator_angle_key"] == "mtheta" and metrics["power"] == pytest.approx(0.85)
+    # An untrained generator is far from the Monte Carlo: the verdict must say so.
+    assert metrics["verdict"]["passed"] is False
+    names = {c["name"] for c in metrics["verdict"]["checks"]}
+    assert {"sampling_fraction_mre", "shape_mre", "moment_mre", "empty_fraction"} <= names
+    for check in metrics["verdict"]["checks"]:
+        assert set(check) == {"name", "value", "noise_floor", "threshold", "passed", "rule"}
+    # The Monte Carlo halves agree with each other far better than the untrained generator does.
+    assert metrics["summary"]["noise_floor"]["sampling_fraction_mre"] < 0.1
+    assert "Verdict: FAILED" in (out / "report.html").read_text()
+    assert {p.name for p in (out / "plots").iterdir()} >= {"shapes.png", "sampling_fraction.png"}
