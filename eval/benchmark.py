@@ -1,8 +1,8 @@
 """Benchmark collector: turn the trainer's timings.jsonl + summary.json into benchmark.json.
 
 Throughput excludes warm-up (tracing, XLA compilation, input-pipeline fill): the first
-``warmup_records`` records and every record that starts at or before step ``warmup_steps`` are
-left out. Epoch times are projected for our training set and for the published 124,987-event set,
+``warmup_records`` records of every process segment (a resumed run warms up again) and every
+record that starts at or before step ``warmup_steps`` are left out. Epoch times are projected for our training set and for the published 124,987-event set,
 and the published per-epoch times (eval/reference_data) are shown beside ours, always labelled as
 published reference, never as our result.
 """
@@ -44,7 +44,7 @@ class BenchmarkConfig:
         train_dir: Trainer output folder (local or gs://) with timings.jsonl and summary.json.
         output_dir: Folder (local or gs://) receiving benchmark.json.
         manifest: Converted dataset manifest.json; its train count sets the epoch size ("" = none).
-        warmup_records: Leading timing records left out of the throughput.
+        warmup_records: Leading timing records of each run segment left out of the throughput.
         warmup_steps: Records starting at or before this step are also left out (0 = none).
         train_events: Training events per epoch (0 = from the manifest, if given).
         published_events: Events per epoch of the published set, for the comparable projection.
@@ -187,10 +187,27 @@ def read_reference_rows(path: str = "") -> list[dict]:
 
 
 # --------------------------------------------------------------------------- computing
-def is_warmup(index: int, record: dict, config: BenchmarkConfig) -> bool:
-    """True for a record that counts as warm-up: among the first records, or starting early."""
+def segment_indices(records: list[dict]) -> list[int]:
+    """Position of each record inside its process segment.
+
+    A resumed run appends to the same timings.jsonl; its first records pay the warm-up again.
+    A new segment starts where a record does not continue the previous one (its first step is
+    not the previous record's last step + 1), e.g. after a restart from an older checkpoint.
+    A restart exactly at the last recorded step cannot be seen in the records.
+    """
+    positions, pos, prev_step = [], 0, None
+    for rec in records:
+        first_step = int(rec["step"]) - int(rec["steps"]) + 1
+        pos = pos + 1 if prev_step is not None and first_step == prev_step + 1 else 0
+        positions.append(pos)
+        prev_step = int(rec["step"])
+    return positions
+
+
+def is_warmup(position: int, record: dict, config: BenchmarkConfig) -> bool:
+    """True for a warm-up record: among the first of its segment, or starting at an early step."""
     first_step = int(record["step"]) - int(record["steps"]) + 1
-    return index < config.warmup_records or (config.warmup_steps > 0 and first_step <= config.warmup_steps)
+    return position < config.warmup_records or (config.warmup_steps > 0 and first_step <= config.warmup_steps)
 
 
 def throughput(records: list[dict], config: BenchmarkConfig) -> dict:
@@ -199,7 +216,8 @@ def throughput(records: list[dict], config: BenchmarkConfig) -> dict:
     If every record is warm-up (a very short run), all records are used and
     ``warmup_excluded`` is False so the figure is not mistaken for a steady-state one.
     """
-    flags = [is_warmup(i, r, config) for i, r in enumerate(records)]
+    positions = segment_indices(records)
+    flags = [is_warmup(p, r, config) for p, r in zip(positions, records)]
     measured = [r for r, w in zip(records, flags) if not w]
     excluded = bool(measured)
     if not measured:
@@ -219,6 +237,7 @@ def throughput(records: list[dict], config: BenchmarkConfig) -> dict:
     return {
         "total_steps": int(max(int(r["step"]) for r in records)),
         "total_records": len(records),
+        "segments": sum(1 for p in positions if p == 0),
         "total_seconds": sum(float(r["seconds"]) for r in records),
         "warmup_excluded": excluded,
         "warmup_records_excluded": len(warm),

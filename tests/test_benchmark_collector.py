@@ -156,3 +156,24 @@ def test_cli_maps_flags_to_config_and_fingerprints_host(tmp_path, capsys):
     assert host["cpu_count"] >= 1 and host["versions"]["numpy"] != "absent"
     assert any(d.startswith("CPU") for d in host["tf_devices"])
     assert '"showers_per_second"' in capsys.readouterr().out
+
+
+def test_resumed_run_warms_up_again_and_real_timing_log_format(tmp_path):
+    """Records written by the trainer's own TimingLog; the run restarts from step 10 after step 15."""
+    from trainer.timings import TimingLog
+
+    train = tmp_path / "train"
+    train.mkdir()
+    log = TimingLog(str(train / "timings.jsonl"))
+    plan = [(5, 30.0), (10, 10.0), (15, 2.0), (20, 2.0)]  # first process
+    plan += [(15, 25.0), (20, 9.0), (25, 2.0), (30, 2.0), (35, 2.0)]  # resumed from the step-10 checkpoint
+    for step, seconds in plan:
+        log.record(step=step, steps=5, epoch=0, seconds=seconds, global_batch=GLOBAL_BATCH, replicas=1,
+                   losses={"d": 0.5})
+    log.flush()
+    (train / "summary.json").write_text(json.dumps({"strategy": "default", "device_kind": "cpu"}))
+    r = collect(config(tmp_path))
+    assert r["segments"] == 2
+    assert r["warmup_records_excluded"] == 4
+    assert r["measured_steps"] == 25 and r["seconds_per_step"] == pytest.approx(0.4)
+    assert r["total_steps"] == 35 and r["replicas"] == 1
