@@ -12,6 +12,7 @@ from eval.benchmark import (
     main,
     read_reference_rows,
 )
+from tests.gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401  (pytest fixtures)
 
 GLOBAL_BATCH = 8
 REPLICAS = 2
@@ -177,3 +178,16 @@ def test_resumed_run_warms_up_again_and_real_timing_log_format(tmp_path):
     assert r["warmup_records_excluded"] == 4
     assert r["measured_steps"] == 25 and r["seconds_per_step"] == pytest.approx(0.4)
     assert r["total_steps"] == 35 and r["replicas"] == 1
+
+
+def test_collect_reads_and_writes_gcs(gcs_bucket, tmp_path):
+    from data_prep import uri
+
+    local = write_train_dir(tmp_path / "train")
+    base = f"gs://{gcs_bucket}/run"
+    for name in ("timings.jsonl", "summary.json"):
+        uri.upload_file(str(local / name), f"{base}/train/{name}")
+    r = collect(BenchmarkConfig(train_dir=f"{base}/train", output_dir=f"{base}/bench", include_tf_devices=False))
+    assert r["output"] == f"{base}/bench/benchmark.json"
+    written = json.loads(uri.read_text(r["output"]))
+    assert written["seconds_per_step"] == pytest.approx(0.4)

@@ -10,6 +10,7 @@ import pytest
 from data_prep.mc_shower import ShowerParams, simulate_showers
 from eval.evaluate import EvalConfig, assemble_metrics, evaluate_arrays, write_outputs
 from eval.report import build_figures, render_html
+from tests.gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401  (pytest fixtures)
 
 GRID = (15, 15, 12)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -121,3 +122,15 @@ def test_evaluate_end_to_end_with_converted_dataset_and_exported_generator(tmp_p
     assert metrics["summary"]["noise_floor"]["sampling_fraction_mre"] < 0.1
     assert "Verdict: FAILED" in (out / "report.html").read_text()
     assert {p.name for p in (out / "plots").iterdir()} >= {"shapes.png", "sampling_fraction.png"}
+
+
+def test_write_outputs_to_gcs(evaluation, gcs_bucket):
+    from data_prep import uri
+
+    config, results, figures = evaluation
+    base = f"gs://{gcs_bucket}/eval"
+    paths = write_outputs(base, assemble_metrics(results, config), figures)
+    assert paths["metrics.json"] == f"{base}/metrics.json"
+    assert json.loads(uri.read_text(paths["metrics.json"]))["verdict"]["passed"] is False
+    assert uri.read_bytes(f"{base}/plots/shapes.png").startswith(PNG_SIGNATURE)
+    assert sorted(uri.list_files(base)) == sorted(paths.values())
