@@ -140,8 +140,12 @@ def _source_size(source: Source) -> int:
 
 
 def _has_hdf5_signature(source: Source, size: int) -> bool:
-    """True when the HDF5 signature appears at offset 0, 512, 1024, 2048, ... (user blocks)."""
-    offsets = [0] + [512 * 2**k for k in range(0, 20) if 512 * 2**k + 8 <= size]
+    """True when the HDF5 signature appears at offset 0, 512, 1024, ... 128 KiB (user blocks).
+
+    Larger user blocks are legal but rare; stopping at 128 KiB keeps the rejection of a big
+    non-HDF5 object on gs:// to a few small reads instead of one per power of two.
+    """
+    offsets = [0] + [512 * 2**k for k in range(0, 9) if 512 * 2**k + 8 <= size]
 
     def check(read_at) -> bool:
         return any(read_at(off) == HDF5_SIGNATURE for off in offsets if off + 8 <= size)
