@@ -44,6 +44,8 @@ MODEL_VERSION = "1.0"
 SIDECAR_NAME = "montecarlo.json"
 #: Events simulated and written per block (rounded to whole chunks); bounds memory per file.
 BLOCK_EVENTS = 256
+#: Seconds between progress lines inside one file (large files take minutes).
+PROGRESS_EVERY_S = 10.0
 COMPRESSIONS = ("gzip", "lzf", "none")
 #: PDG code written in column 0 of the fixed-angle `target` (electrons).
 ELECTRON_PDG = 11.0
@@ -295,9 +297,16 @@ def _write_h5(path: str, config: MonteCarloConfig, index: int, n_events: int) ->
                     h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **filters)
                 else:
                     h5.create_dataset(name, shape=shape, dtype=dtype)
+            began = last_log = time.perf_counter()
             for start, stop, datasets in iter_file_blocks(config, index, n_events):
                 for name, data in datasets.items():
                     h5[name][start:stop] = data
+                now = time.perf_counter()
+                if now - last_log >= PROGRESS_EVERY_S and stop < n_events:
+                    last_log = now
+                    rate = stop / (now - began)
+                    _LOG.info("Monte Carlo: %s %d/%d events (%.0f showers/s, ETA %.0f s)",
+                              os.path.basename(path), stop, n_events, rate, (n_events - stop) / rate)
             seed_seq = file_seed_sequence(config.seed, index)
             h5.attrs["generator"] = "caloforge.data_prep.montecarlo"
             h5.attrs["config_json"] = json.dumps(config.to_dict(), sort_keys=True)
