@@ -70,7 +70,8 @@ class MonteCarloConfig:
         compression_level: gzip level 0-9.
         chunk_events: HDF5 chunk length along the event axis (converters align reads to it).
         batch_size: Events simulated per vectorised call (memory ~ batch x 0.5 MB).
-        workers: Processes generating files in parallel (files are independent).
+        workers: Processes generating files in parallel (files are independent, so the output
+            does not depend on it); 0 means one per CPU core.
         file_prefix: File name prefix; empty means "mc_variable_angle" or "EleEscan_mc".
         overwrite: Replace existing files of the same names instead of refusing.
         sampling_fraction .. max_spots: Shower model parameters (see mc_shower.ShowerParams).
@@ -88,7 +89,7 @@ class MonteCarloConfig:
     compression_level: int = 1
     chunk_events: int = 32
     batch_size: int = 16
-    workers: int = 1
+    workers: int = 0
     file_prefix: str = ""
     overwrite: bool = False
     # Shower model parameters (flat, so that CLI flags map one to one onto fields).
@@ -118,8 +119,9 @@ class MonteCarloConfig:
         """Raise ValueError naming the first bad field and its value."""
         for name in ("n_events", "events_per_file", "chunk_events", "batch_size", "workers"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"MonteCarloConfig.{name} must be an integer >= 1, got {value!r}")
+            lowest = 0 if name == "workers" else 1
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest:
+                raise ValueError(f"MonteCarloConfig.{name} must be an integer >= {lowest}, got {value!r}")
         if not (math.isfinite(self.energy_min) and 0 < self.energy_min <= self.energy_max < math.inf):
             raise ValueError(
                 f"MonteCarloConfig energy range must satisfy 0 < energy_min <= energy_max, got "
@@ -389,10 +391,11 @@ def generate_files(config: MonteCarloConfig, output_dir: str) -> list[str]:
                 f"Monte Carlo output {output_dir!r} already holds {existing[:3]}"
                 f"{' ...' if len(existing) > 3 else ''}; set overwrite=True (--overwrite) to replace"
             )
+    workers = min(config.workers or (os.cpu_count() or 1), config.n_files)
     _LOG.info(
         "Monte Carlo: %d events in %d files (%s, %g-%g GeV, seed %d, %d workers) -> %s",
         config.n_events, config.n_files, config.layout, config.energy_min, config.energy_max,
-        config.seed, config.workers, output_dir,
+        config.seed, workers, output_dir,
     )
     began = time.perf_counter()
     entries: list[dict] = []
@@ -410,7 +413,6 @@ def generate_files(config: MonteCarloConfig, output_dir: str) -> list[str]:
             len(entries), config.n_files, done_events, config.n_events, rate, eta,
         )
 
-    workers = min(config.workers, config.n_files)
     if workers > 1:
         jobs = [(config.to_dict(), output_dir, i) for i in range(config.n_files)]
         with ProcessPoolExecutor(max_workers=workers) as pool:

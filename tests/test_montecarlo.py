@@ -13,7 +13,7 @@ import pytest
 from data_prep import h5layout
 from data_prep.angle import measured_angle
 from data_prep.errors import InputValidationError
-from data_prep.mc_shower import ECAL_RAW_SCALE, ShowerParams, simulate_showers
+from data_prep.mc_shower import ECAL_RAW_SCALE, ShowerParams, _gaussian_tail, simulate_showers
 from data_prep.montecarlo import (
     SIDECAR_NAME,
     MonteCarloConfig,
@@ -119,6 +119,20 @@ def test_showers_are_concentrated_around_the_axis():
     assert 0.5 * expected < noise_only < 1.5 * expected, (noise_only, expected)
 
 
+def test_gaussian_tail_sampler_matches_the_truncated_normal():
+    rng = np.random.default_rng(5)
+    for k in (1.0, 4.0):
+        x = _gaussian_tail(rng, k, 40000)
+        assert x.min() > k
+        # Mean of N(0,1) conditioned on x > k: phi(k) / Q(k).
+        phi = math.exp(-k * k / 2) / math.sqrt(2 * math.pi)
+        q = 0.5 * math.erfc(k / math.sqrt(2))
+        assert x.mean() == pytest.approx(phi / q, rel=0.01)
+        # Survival beyond k + 0.5 matches Q(k + 0.5) / Q(k).
+        q2 = 0.5 * math.erfc((k + 0.5) / math.sqrt(2))
+        assert np.mean(x > k + 0.5) == pytest.approx(q2 / q, rel=0.05)
+
+
 def test_simulate_rejects_bad_inputs():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="energies"):
@@ -132,7 +146,7 @@ def test_simulate_rejects_bad_inputs():
 
 def small_config(**kw) -> MonteCarloConfig:
     base = dict(n_events=40, events_per_file=24, chunk_events=8, seed=7, energy_min=10.0,
-                energy_max=200.0)
+                energy_max=200.0, workers=1)
     base.update(kw)
     return MonteCarloConfig(**base)
 
@@ -227,6 +241,8 @@ def test_config_validation_names_the_field():
         MonteCarloConfig(layout="cubic")
     with pytest.raises(ValueError, match="n_events"):
         MonteCarloConfig(n_events=0)
+    with pytest.raises(ValueError, match="workers must be an integer >= 0, got -1"):
+        MonteCarloConfig(workers=-1)
     with pytest.raises(ValueError, match="moliere_radius_cells"):
         MonteCarloConfig(moliere_radius_cells=-1.0)
     with pytest.raises(ValueError, match="unknown keys"):
