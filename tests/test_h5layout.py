@@ -320,3 +320,20 @@ def test_error_survives_pickling():
         "gs://b/f.h5", "ECAL", 7, "non_finite: x"
     )
     assert str(copy) == str(err) == "file gs://b/f.h5, dataset 'ECAL', event 7: non_finite: x"
+
+
+def test_corrupt_chunk_is_reported_with_dataset_and_range(tmp_path):
+    path = write_variable(tmp_path / "corrupt.h5", chunks=2)
+    with h5py.File(path, "r") as h5:
+        chunk = h5["ECAL"].id.get_chunk_info(1)  # events 2 and 3
+    data = bytearray(open(path, "rb").read())
+    middle = chunk.byte_offset + chunk.size // 2
+    data[middle : middle + 64] = bytes(range(64))
+    open(path, "wb").write(bytes(data))
+    assert h5layout.inspect_file(path).n_events == N  # metadata intact
+    assert len(h5layout.read_events(path, 0, 2)) == 2  # the first chunk still reads
+    with pytest.raises(InputValidationError) as info:
+        h5layout.read_events(path, 2, 4)
+    err = info.value
+    assert (err.uri, err.dataset, err.event_index) == (path, "ECAL", 2)
+    assert "events 2..3" in str(err)
