@@ -448,6 +448,27 @@ def generate_files(config: MonteCarloConfig, output_dir: str) -> list[str]:
 # Command line: one flag per MonteCarloConfig field
 
 
+def _attribute_help(cls) -> dict[str, str]:
+    """Field descriptions from a dataclass docstring's `Attributes:` section (one source of truth)."""
+    helps: dict[str, str] = {}
+    current = None
+    in_attributes = False
+    for line in (cls.__doc__ or "").splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            in_attributes = True
+            continue
+        if not in_attributes or not stripped:
+            continue
+        head, sep, text = stripped.partition(": ")
+        if sep and head.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            current = head
+            helps[current] = text
+        elif current is not None:
+            helps[current] += " " + stripped
+    return helps
+
+
 def build_parser() -> argparse.ArgumentParser:
     """An argparse parser with one --flag per MonteCarloConfig field plus --output-dir."""
     parser = argparse.ArgumentParser(
@@ -457,18 +478,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True, help="local folder for the HDF5 files")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     defaults = MonteCarloConfig()
+    helps = {**_attribute_help(ShowerParams), **_attribute_help(MonteCarloConfig)}
     for f in dataclasses.fields(MonteCarloConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        text = f"{helps.get(f.name, '')} (default {default!r})".replace("%", "%%")
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=default, help=text)
         elif f.name == "layout":
-            parser.add_argument(flag, dest=f.name, choices=LAYOUTS, default=default)
+            parser.add_argument(flag, dest=f.name, choices=LAYOUTS, default=default, help=text)
         elif f.name == "compression":
-            parser.add_argument(flag, dest=f.name, choices=COMPRESSIONS, default=default)
+            parser.add_argument(flag, dest=f.name, choices=COMPRESSIONS, default=default, help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=type(default), default=default,
-                                help=f"default {default!r}")
+            parser.add_argument(flag, dest=f.name, type=type(default), default=default, help=text)
     return parser
 
 
