@@ -171,7 +171,8 @@ def simulate_showers(
     if theta.shape[0] != n:
         raise ValueError(f"simulate_showers: {n} energies but {theta.shape[0]} angles")
     if n == 0:
-        return np.zeros((0, *grid), np.float32), (None if hcal_grid is None else np.zeros((0, *hcal_grid), np.float32))
+        empty_hcal = None if hcal_grid is None else np.zeros((0, *hcal_grid), np.float32)
+        return np.zeros((0, *grid), np.float32), empty_hcal
     if not (np.all(np.isfinite(energy)) and np.all(energy > 0)):
         raise ValueError(f"simulate_showers: energies must be finite and > 0, got min {energy.min()!r}")
     if not (np.all(theta > 0) and np.all(theta < np.pi)):
@@ -216,7 +217,11 @@ def simulate_showers(
     phi = rng.random(total) * (2.0 * np.pi)
     t_cells = t / p.layer_x0
     x = (nx / 2.0 + jitter[ev, 0]) + r * np.cos(phi)
-    y = (ny / 2.0 + jitter[ev, 1]) + (t_cells - t_centre[ev] / p.layer_x0) * cos_t[ev] + r * np.sin(phi) / sin_t[ev]
+    y = (
+        (ny / 2.0 + jitter[ev, 1])
+        + (t_cells - t_centre[ev] / p.layer_x0) * cos_t[ev]
+        + r * np.sin(phi) / sin_t[ev]
+    )
     z = t_cells * sin_t[ev]
     ix = np.floor(x).astype(np.int64)
     iy = np.floor(y).astype(np.int64)

@@ -154,7 +154,9 @@ def small_config(**kw) -> MonteCarloConfig:
 def test_variable_angle_files_round_trip(tmp_path):
     config = small_config()
     paths = generate_files(config, str(tmp_path))
-    assert [os.path.basename(p) for p in paths] == ["mc_variable_angle_00000.h5", "mc_variable_angle_00001.h5"]
+    assert [os.path.basename(p) for p in paths] == [
+        "mc_variable_angle_00000.h5", "mc_variable_angle_00001.h5"
+    ]
     infos = [h5layout.inspect_file(p) for p in paths]
     assert [i.n_events for i in infos] == [24, 16]
     assert all(i.layout == "variable_angle" and i.chunk_events == 8 for i in infos)
