@@ -251,8 +251,11 @@ def simulate_showers(
     # --- readout: noise on hit cells, noise-only hits above threshold, threshold ---------
     if out is None:
         out = np.zeros((n, *grid), dtype=np.float32)
-    elif out.shape != (n, *grid) or out.dtype != np.float32:
-        raise ValueError(f"simulate_showers: out must be float32 {(n, *grid)}, got {out.dtype} {out.shape}")
+    elif out.shape != (n, *grid) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"simulate_showers: out must be a C-contiguous float32 array of shape {(n, *grid)}, "
+            f"got {out.dtype} {out.shape}"
+        )
     else:
         out[...] = 0.0
     ecal = out.reshape(-1)
