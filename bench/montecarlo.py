@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {os.cpu_count()} CPUs, numpy {np.__version__}; {args.events} showers, "
           f"{args.layout}, compression {args.compression}")
+    # Other jobs on a shared machine slow every figure; the load average says how much.
+    print(f"load_average_1min_before {os.getloadavg()[0]:.2f}")
     rate_sim = simulate_only(min(args.events, 2000), args.batch_size, args.seed)
     print(f"simulate_only_1_process {rate_sim:.0f} showers/s")
     folder = tempfile.mkdtemp(prefix="bench_mc_", dir=args.tmpdir)
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generate_files_{args.workers}_workers {rate_n:.0f} showers/s")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    print(f"load_average_1min_after {os.getloadavg()[0]:.2f}")
     print(f"RESULT mc_showers_per_s {rate_n:.0f} showers/s target >= {TARGET_SHOWERS_PER_S:.0f}")
     return 0
 
