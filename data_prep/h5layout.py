@@ -178,11 +178,12 @@ def open_h5(source: Source, name: str | None = None) -> Iterator[tuple[h5py.File
     uri = source_name(source, name)
     try:
         size = _source_size(source)
-    except OSError as exc:
+        is_hdf5 = size > 0 and _has_hdf5_signature(source, size)
+    except OSError as exc:  # missing file, a directory, permissions, a broken stream
         raise InputValidationError(uri, f"cannot open file: {exc}") from exc
     if size == 0:
         raise InputValidationError(uri, "file is empty (0 bytes), not an HDF5 file")
-    if not _has_hdf5_signature(source, size):
+    if not is_hdf5:
         raise InputValidationError(
             uri, f"not an HDF5 file (no HDF5 signature in its first bytes; size {size} bytes)"
         )

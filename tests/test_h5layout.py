@@ -337,3 +337,10 @@ def test_corrupt_chunk_is_reported_with_dataset_and_range(tmp_path):
     err = info.value
     assert (err.uri, err.dataset, err.event_index) == (path, "ECAL", 2)
     assert "events 2..3" in str(err)
+
+
+def test_missing_path_and_directory_are_clear_errors(tmp_path):
+    err = expect_error(tmp_path / "nowhere.h5")
+    assert "cannot open file" in err.reason
+    err = expect_error(tmp_path)
+    assert "cannot open file" in err.reason
