@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -38,8 +39,12 @@ def simulate_only(n_events: int, batch_size: int, seed: int) -> float:
     return n_events / (time.perf_counter() - began)
 
 
-def write_files(args: argparse.Namespace, workers: int, folder: str) -> tuple[float, float]:
-    """(showers/s, compressed bytes per event) of generate_files."""
+def write_files(args: argparse.Namespace, workers: int, folder: str) -> tuple[float, float, float]:
+    """(wall showers/s, compressed bytes per event, CPU ms per shower) of generate_files.
+
+    CPU time (this process and its finished workers) is less sensitive than wall time to other
+    jobs on a shared machine, so it is reported beside it.
+    """
     config = MonteCarloConfig(
         n_events=args.events,
         events_per_file=args.events_per_file,
@@ -49,12 +54,20 @@ def write_files(args: argparse.Namespace, workers: int, folder: str) -> tuple[fl
         seed=args.seed,
     )
     out = os.path.join(folder, f"workers{workers}")
+    cpu_before = _cpu_seconds()
     began = time.perf_counter()
     paths = generate_files(config, out)
     elapsed = time.perf_counter() - began
+    cpu = _cpu_seconds() - cpu_before
     size = sum(os.path.getsize(p) for p in paths)
     shutil.rmtree(out, ignore_errors=True)
-    return args.events / elapsed, size / args.events
+    return args.events / elapsed, size / args.events, 1e3 * cpu / args.events
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulate_only_1_process {rate_sim:.0f} showers/s")
     folder = tempfile.mkdtemp(prefix="bench_mc_", dir=args.tmpdir)
     try:
-        rate_1, bytes_1 = write_files(args, 1, folder)
+        rate_1, bytes_1, cpu_1 = write_files(args, 1, folder)
         print(f"generate_files_1_worker {rate_1:.0f} showers/s")
+        print(f"generate_files_cpu_per_shower {cpu_1:.2f} ms "
+              f"(so 2 idle cores could reach about {2000 / cpu_1:.0f} showers/s)")
         print(f"compressed_bytes_per_event {bytes_1:.0f} bytes "
               f"(raw float32 {4 * 51 * 51 * 25 if args.layout == 'variable_angle' else 4 * 25**3} bytes)")
-        rate_n, _ = write_files(args, args.workers, folder)
+        rate_n, _, _ = write_files(args, args.workers, folder)
         print(f"generate_files_{args.workers}_workers {rate_n:.0f} showers/s")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
