@@ -49,7 +49,14 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
             f"{type(err).__name__}: {err}") from None
     if name != "local":  # a remote TPU VM / pod slice: connect the client to it
         tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    try:
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+        # Seen on CPU-only hosts: the 'local' resolver succeeds, then initialisation finds
+        # no TPU kernels ("TPUs not found in the cluster").
+        raise HardwareNotFoundError(
+            f"strategy 'tpu' asked for TPU {name!r} but none could be initialised: "
+            f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
     strategy = tf.distribute.TPUStrategy(resolver)
     log.info("TPU %s: %d cores", name, strategy.num_replicas_in_sync)
     return strategy
