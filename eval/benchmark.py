@@ -395,7 +395,7 @@ def collect(config: BenchmarkConfig) -> dict:
     uri.makedirs(config.output_dir)
     uri.write_text(out, json.dumps(_json_safe(result), indent=2, sort_keys=True, allow_nan=False))
     LOG.info(
-        "benchmark: %.1f showers/s, %.3f s/step over %d measured steps (%.1f s) -> %s",
+        "benchmark: %.1f showers/s, %.3f s/step over %d measured steps (collected in %.1f s) -> %s",
         tp["showers_per_second"], tp["seconds_per_step"], tp["measured_steps"], time.monotonic() - started, out,
     )
     result["output"] = out

@@ -108,7 +108,7 @@ def test_verdict_passes_independent_mc_and_fails_doubled_energy(mc_sample):
     bad, _ = evaluate_arrays(ecal, energy, theta, lambda e, a: monte_carlo(e, a, 99, scale=2.0), config)
     assert not bad["verdict"]["passed"]
     failed = {c["name"] for c in bad["verdict"]["checks"] if not c["passed"]}
-    assert {"sampling_fraction_mre", "shape_mre", "classifier_auc_minus_half"} <= failed
+    assert {"sampling_fraction_mre", "shape_mre", "classifier_auc_minus_half", "fpd_x1e3", "kpd_x1e3"} <= failed
     # The noise floor does not depend on the generator.
     assert bad["noise_floor"]["flat"] == good["noise_floor"]["flat"]
 
@@ -146,3 +146,14 @@ def test_tolerances_validate():
         Tolerances(shape=-1.0)
     with pytest.raises(ValueError, match="max_events"):
         EvalConfig(data="-", generator_dir="-", output_dir="-", max_events=-2)
+
+
+def test_distance_checks_use_the_noise_floor_error_not_the_generated_one():
+    noise = {"kpd_x1e3": 2.0, "kpd_err_x1e3": 10.0}
+    tol = Tolerances(factor=3.0, kpd_x1e3=20.0, n_sigma=3.0)
+    # A wild generator: enormous value AND enormous error must still fail.
+    wild = verdict({"kpd_x1e3": 1e6, "kpd_err_x1e3": 1e7}, noise, tol)["checks"][0]
+    assert not wild["passed"]
+    assert wild["threshold"] == pytest.approx(3 * 2.0 + 20.0 + 3 * math.sqrt(2) * 10.0)
+    ok = verdict({"kpd_x1e3": 60.0, "kpd_err_x1e3": 9.0}, noise, tol)["checks"][0]
+    assert ok["passed"]
