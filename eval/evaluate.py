@@ -387,7 +387,10 @@ def evaluate(config: EvalConfig) -> dict:
     for key in ("ecal", "energy", "theta"):
         if key not in data:
             raise ValueError(f"{config.data}: split {config.split!r} has no {key!r} array")
-    ecal_raw = np.power(np.clip(np.asarray(data["ecal"], dtype=np.float32), 0.0, None), np.float32(1.0 / power))
+    # In place: the test split can hold several GB of cells, so no second copy is made.
+    ecal_raw = np.ascontiguousarray(data.pop("ecal"), dtype=np.float32)
+    np.clip(ecal_raw, 0.0, None, out=ecal_raw)
+    np.power(ecal_raw, np.float32(1.0 / power), out=ecal_raw)
     LOG.info("loaded %d Monte Carlo events from %s (power %.3g undone)", ecal_raw.shape[0], config.data, power)
     bundle = load_generator(config.generator_dir)
     # The generator is conditioned on the angle it was trained with (generator_config.json).
