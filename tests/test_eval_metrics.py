@@ -157,3 +157,23 @@ def test_distance_checks_use_the_noise_floor_error_not_the_generated_one():
     assert wild["threshold"] == pytest.approx(3 * 2.0 + 20.0 + 3 * math.sqrt(2) * 10.0)
     ok = verdict({"kpd_x1e3": 60.0, "kpd_err_x1e3": 9.0}, noise, tol)["checks"][0]
     assert ok["passed"]
+
+
+def test_eval_config_round_trips_and_cli_maps_fields():
+    import json as _json
+
+    from eval.evaluate import build_parser
+
+    cfg = EvalConfig(data="gs://b/m.json", generator_dir="g", output_dir="o", energy_centres=(110, 150), tol_factor=2)
+    again = EvalConfig.from_dict(_json.loads(_json.dumps(cfg.to_dict())))
+    assert again == cfg and again.energy_centres == (110.0, 150.0)
+    with pytest.raises(ValueError, match="unknown EvalConfig field"):
+        EvalConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    args = build_parser().parse_args(
+        ["--data", "d", "--generator-dir", "g", "--output-dir", "o", "--energy-centres", "110,150",
+         "--tol-kpd-x1e3", "5", "--min-events-per-bin", "3"]
+    )
+    parsed = EvalConfig(**vars(args))
+    assert parsed.energy_centres == (110.0, 150.0) and parsed.tol_kpd_x1e3 == 5.0
+    assert parsed.tolerances().kpd_x1e3 == 5.0 and parsed.binning().min_events_per_bin == 3
+    assert set(vars(args)) == set(cfg.to_dict())
