@@ -155,6 +155,38 @@ def build_figures(
         )
     )
 
+    # Longitudinal and transverse profiles per energy bin (3DGAN plots shapes bin by bin).
+    gen_bins = [r for r in results["generated"]["physics"]["energy_bins"] if not r["skipped"]]
+    noise_bins = {r["label"]: r for r in results["noise_floor"]["physics"]["energy_bins"] if not r["skipped"]}
+    if gen_bins:
+        fig = Figure(figsize=(3.4 * len(gen_bins), 6.2))
+        for i, row in enumerate(gen_bins):
+            for j, axis in enumerate(("z", "y")):
+                ax = fig.add_subplot(2, len(gen_bins), j * len(gen_bins) + i + 1)
+                ref = np.asarray(row["shapes"][axis]["reference"])
+                ax.step(np.arange(ref.size), ref, where="mid", **SAMPLE_STYLE["reference"])
+                ax.step(np.arange(ref.size), row["shapes"][axis]["candidate"], where="mid", **SAMPLE_STYLE["generated"])
+                if row["label"] in noise_bins:
+                    other = noise_bins[row["label"]]["shapes"][axis]["candidate"]
+                    ax.step(np.arange(ref.size), other, where="mid", **SAMPLE_STYLE["independent"])
+                ax.set_yscale("log")
+                ax.set_xlabel(f"{axis} cell index")
+                if j == 0:
+                    ax.set_title(row["label"], fontsize=9)
+        fig.axes[0].legend(fontsize=6)
+        figs.append(
+            ReportFigure(
+                "shapes_per_energy_bin",
+                "Shower shapes per energy bin (z: depth, y: the tilted transverse axis)",
+                _png(fig),
+                [(f"shape_rel_err.{axis} [{r['label']}]",
+                  r["shape_rel_err"][axis],
+                  noise_bins.get(r["label"], {}).get("shape_rel_err", {}).get(axis, float("nan")))
+                 for r in gen_bins for axis in ("z", "y")],
+                "Mean raw energy per slice in each energy bin; the side table gives each bin's relative error.",
+            )
+        )
+
     # Moments.
     fig = Figure(figsize=(12, 6.5))
     for k, axis in enumerate(AXES):

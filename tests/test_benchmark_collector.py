@@ -191,3 +191,10 @@ def test_collect_reads_and_writes_gcs(gcs_bucket, tmp_path):
     assert r["output"] == f"{base}/bench/benchmark.json"
     written = json.loads(uri.read_text(r["output"]))
     assert written["seconds_per_step"] == pytest.approx(0.4)
+
+
+def test_benchmark_config_round_trip(tmp_path):
+    cfg = config(tmp_path, warmup_steps=4, baseline="b.json")
+    assert BenchmarkConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown BenchmarkConfig field"):
+        BenchmarkConfig.from_dict({**cfg.to_dict(), "warmup": 1})
