@@ -27,6 +27,7 @@ STATS_NAME = "_stats.json"
 SHARDS_NAME = "_shards.json"
 _SAMPLE_EVENTS = 64  # events encoded up front to estimate record size (shard count)
 _RANGE_BYTES = 64 << 20  # default raw ECAL bytes per read range: enough work per element
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "direct", "BundleBasedDirectRunner")
 
 
 @dataclass
@@ -236,21 +237,28 @@ def plan_shards(config: ConvertConfig, n_events: int, record_bytes: float, kept_
 def default_pipeline_args(pipeline_args: Sequence[str] | None) -> list[str]:
     """Pipeline flags with the local default filled in; anything the caller gave passes unchanged.
 
-    Without --runner we choose the DirectRunner in multi-processing mode, one worker per core:
-    explicit, in-process Python execution that works offline (Beam 2.7x would otherwise try to
-    fetch the Prism runner) and uses every core for the CPU-bound encode step.
+    Without --runner we name Beam's local Python runner, FnApiRunner, in multi-processing mode
+    with one worker per core. It is what DirectRunner itself falls back to, but DirectRunner
+    (Beam 2.7x) first tries to download the Prism runner binary from the internet, which fails
+    or stalls offline. For the local runners (FnApiRunner, DirectRunner) a missing running mode
+    or worker count is filled in the same way; other runners' flags are left exactly as given.
     """
     args = list(pipeline_args or [])
-    joined = " ".join(args)
-    if "--runner" not in joined:
-        args.append("--runner=DirectRunner")
-    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), None)
-    if runner is None and "--runner" in args:
-        runner = args[args.index("--runner") + 1]
-    if runner in ("DirectRunner", "direct"):
-        if "--direct_running_mode" not in joined:
+    runner = None
+    for i, arg in enumerate(args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and i + 1 < len(args):
+            runner = args[i + 1]
+    if runner is None:
+        runner = "FnApiRunner"
+        args.append(f"--runner={runner}")
+    if runner.rsplit(".", 1)[-1] in LOCAL_RUNNERS:
+        given = " ".join(args)
+        if "--direct_running_mode" not in given:
             args.append("--direct_running_mode=multi_processing")
-        if "--direct_num_workers" not in joined:
+        in_memory = "in_memory" in given
+        if "--direct_num_workers" not in given and not in_memory:
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
     return args
 

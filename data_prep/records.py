@@ -105,7 +105,9 @@ def encode_event(
         feature[F_ECAL_VALUES] = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values.tolist()))
     else:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    return example_pb2.Example(features=feature_pb2.Features(feature=feature)).SerializeToString()
+    # deterministic=True sorts the feature map by key; otherwise the map's order follows a
+    # per-process hash seed and the same event serializes differently in different workers.
+    return example_pb2.Example(features=feature_pb2.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def record_digest(record: bytes) -> int:

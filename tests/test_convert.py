@@ -23,7 +23,7 @@ from data_prep.preprocess import PreprocessConfig, preprocess_block
 
 # In-process Python runner: no worker start-up per test; the multi-process default is exercised
 # by test_run_command_line_multiprocess.
-IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+IN_PROCESS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
 
 def _options():
@@ -282,8 +282,10 @@ def test_config_round_trip_and_shard_planning():
 
 def test_pipeline_args_default_and_pass_through():
     local = default_pipeline_args([])
-    assert "--runner=DirectRunner" in local and "--direct_running_mode=multi_processing" in local
-    assert any(a.startswith("--direct_num_workers=") for a in local)
+    assert local == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+                     f"--direct_num_workers={os.cpu_count()}"]
+    assert default_pipeline_args(["--runner=DirectRunner"])[1:] == local[1:]
+    assert default_pipeline_args(IN_PROCESS) == IN_PROCESS
     dataflow = ["--runner=DataflowRunner", "--project=p", "--region=europe-west4", "--temp_location=gs://b/tmp",
                 "--setup_file=./setup.py"]
     assert default_pipeline_args(dataflow) == dataflow

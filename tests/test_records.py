@@ -1,0 +1,142 @@
+"""Tests of the record codec (dense/sparse, GZIP framing) and of the manifest's hash and histograms."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_prep import manifest as manifest_lib
+from data_prep import records
+
+
+def _showers(n: int, seed: int = 0) -> np.ndarray:
+    """Sparse-ish random images with a few exact zeros rows, including one all-zero image."""
+    rng = np.random.default_rng(seed)
+    img = rng.gamma(0.5, 2.0, size=(n, 51, 51, 25)).astype(np.float32)
+    img[rng.random(img.shape) < 0.9] = 0.0
+    img[0] = 0.0
+    img[1, 0, 0, 0] = 7.5  # first cell (flat index 0) non-zero
+    img[1, -1, -1, -1] = 3.25  # last cell non-zero
+    return img
+
+
+@pytest.mark.parametrize("encoding", records.ENCODINGS)
+def test_encode_decode_round_trip_is_exact(encoding):
+    images = _showers(4)
+    serialized = [
+        records.encode_event(images[i], 10.0 + i, 1.2 + i / 10, 1.3 + i / 10, float(images[i].sum()), i, 3, encoding)
+        for i in range(4)
+    ]
+    out = records.decode_records(serialized, (51, 51, 25), encoding)
+    assert sorted(out) == sorted(records.OUTPUT_KEYS)
+    np.testing.assert_array_equal(out["ecal"], images)
+    np.testing.assert_allclose(out["energy"], [10, 11, 12, 13])
+    np.testing.assert_allclose(out["theta"], [1.2, 1.3, 1.4, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(out["ecal_sum"], images.reshape(4, -1).sum(axis=1), rtol=1e-6)
+    assert out["ecal"].dtype == np.float32
+
+
+def test_sparse_is_smaller_and_stores_index_gaps():
+    images = _showers(2)
+    dense = records.encode_event(images[1], 1, 1, 1, 1, 0, 0, "dense")
+    sparse = records.encode_event(images[1], 1, 1, 1, 1, 0, 0, "sparse")
+    assert len(sparse) < len(dense) / 4
+    deltas, values = records.sparse_parts(images[1])
+    flat = images[1].reshape(-1)
+    np.testing.assert_array_equal(np.cumsum(deltas), np.flatnonzero(flat))
+    np.testing.assert_array_equal(values, flat[flat != 0])
+    assert deltas[0] == 0  # the first non-zero cell is flat index 0
+
+
+def test_unknown_encoding_and_compression_are_named():
+    with pytest.raises(ValueError, match="'png'"):
+        records.check_encoding("png", "none")
+    with pytest.raises(ValueError, match="'zstd'"):
+        records.check_encoding("dense", "zstd")
+    with pytest.raises(ValueError, match="encoding"):
+        records.encode_event(np.zeros((2, 2, 2), np.float32), 1, 1, 1, 1, 0, 0, "jpeg")
+
+
+@pytest.mark.parametrize("compression", records.COMPRESSIONS)
+def test_tfrecord_framing_reader_matches_tensorflow(tmp_path, compression):
+    path = str(tmp_path / f"x{records.shard_suffix(compression)}")
+    payloads = [b"", b"a", b"hello world" * 100, bytes(range(256))]
+    with tf.io.TFRecordWriter(path, options=records.tf_compression_type(compression) or None) as writer:
+        for p in payloads:
+            writer.write(p)
+    with open(path, "rb") as fh:
+        assert list(records.iter_tfrecord_file(fh, compression)) == payloads
+    assert [r.numpy() for r in tf.data.TFRecordDataset(path, records.tf_compression_type(compression))] == payloads
+    if compression == "gzip":
+        with open(path, "rb") as fh:
+            assert fh.read(2) == b"\x1f\x8b"
+
+
+def test_truncated_tfrecord_is_an_error():
+    stream = io.BytesIO()
+    stream.write((100).to_bytes(8, "little") + b"\0" * 4 + b"short")
+    stream.seek(0)
+    with pytest.raises(ValueError, match="truncated"):
+        list(records.iter_tfrecord_frames(stream))
+
+
+def test_record_digest_is_order_independent_and_content_sensitive():
+    a, b, c = (records.record_digest(x) for x in (b"one", b"two", b"three"))
+    assert records.combine_digests(a, b, c) == records.combine_digests(c, records.combine_digests(b, a))
+    assert records.combine_digests(a, b) != records.combine_digests(a, c)
+
+
+def test_histogram_counts_have_underflow_and_overflow():
+    edges = np.array([0.0, 1.0, 2.0])
+    counts = manifest_lib.histogram_counts(np.array([-1.0, 0.0, 0.5, 1.0, 2.0, 5.0]), edges)
+    # [under, [0,1), [1,2], over]: 2.0 sits in the last bin like numpy.histogram
+    assert counts.tolist() == [1, 2, 2, 1]
+    assert counts.sum() == 6
+
+
+def _manifest(**over) -> manifest_lib.Manifest:
+    base = dict(
+        image_shape=[51, 51, 25], encoding="dense", compression="none", counts={"train": 9, "test": 1},
+        shards=[{"split": "train", "name": "train-00000-of-00001.tfrecord", "records": 9, "bytes": 1, "sha256": "a"}],
+        preprocessing={"power": 0.85}, split={"by": "event"}, events_read=10, bad_events={}, dropped_low_sum=0,
+        histograms={}, records_digest={"train": "1", "test": "2"},
+        sources=[{"name": "f.h5", "uri": "/data/f.h5", "sha256": "x"}], versions={"numpy": "2"},
+        config={"inputs": ["/data/f.h5"], "output": "/out", "overwrite": False, "encoding": "dense"}, seed=0,
+    )
+    base.update(over)
+    return manifest_lib.Manifest(**base)
+
+
+def test_content_hash_ignores_where_and_when_but_not_what():
+    ref = manifest_lib.compute_content_hash(_manifest().to_dict())
+    moved = _manifest(
+        output="gs://b/x", created_utc="2030-01-01", run={"beam_seconds": 3},
+        shards=[{"split": "train", "name": "train-00000-of-00002.tfrecord", "records": 4, "bytes": 9, "sha256": "b"}],
+        sources=[{"name": "f.h5", "uri": "gs://b/f.h5", "sha256": "x"}],
+        config={"inputs": ["gs://b/*.h5"], "output": "gs://b/x", "overwrite": True, "encoding": "dense"},
+    )
+    assert manifest_lib.compute_content_hash(moved.to_dict()) == ref
+    for change in ({"records_digest": {"train": "3", "test": "2"}}, {"seed": 1},
+                   {"sources": [{"name": "f.h5", "uri": "/data/f.h5", "sha256": "y"}]},
+                   {"config": {"encoding": "sparse", "inputs": [], "output": "", "overwrite": False}}):
+        assert manifest_lib.compute_content_hash(_manifest(**change).to_dict()) != ref, change
+
+
+def test_manifest_round_trip_and_missing_manifest(tmp_path):
+    m = _manifest().with_content_hash()
+    manifest_lib.write_manifest(m, str(tmp_path))
+    assert manifest_lib.load_manifest(str(tmp_path)) == m
+    assert manifest_lib.load_manifest(str(tmp_path / "manifest.json")) == m
+    assert m.shard_names("train") == ["train-00000-of-00001.tfrecord"]
+    with pytest.raises(ValueError, match="split"):
+        m.shard_names("validation")
+    with pytest.raises(FileNotFoundError, match="not a finished dataset"):
+        manifest_lib.load_manifest(str(tmp_path / "elsewhere"))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text(gzip.compress(b"{}").decode("latin-1"))
+    with pytest.raises(ValueError, match="not a valid caloforge manifest"):
+        manifest_lib.load_manifest(str(tmp_path / "bad"))
