@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "protobuf>=6,<7",
     "apache-beam[gcp]>=2.77,<2.78",
     "kfp>=2.17,<2.18",
+    "kfp-kubernetes>=2.17,<2.18",  # node selectors for GKE GPU/TPU pools on Kubeflow
 ]
 
 EXTRAS_REQUIRE = {
@@ -34,6 +35,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=["pipelines", "components", "data_prep", "trainer", "eval"],
     include_package_data=True,
+    package_data={"eval": ["reference_data/*.csv", "reference_data/*.md"]},
     data_files=[
         ("share/caloforge/infra", ["infra/README.md"]),
     ],
