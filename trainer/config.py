@@ -46,7 +46,8 @@ class TrainConfig:
         checkpoint_every: Save a checkpoint every this many steps (0: only at the end).
         keep_checkpoints: Checkpoints kept by the CheckpointManager.
         log_every: Progress log / TensorBoard scalars every this many steps.
-        empty_check_every: Check generated showers for emptiness every this many steps.
+        empty_check_every: Check generated showers for emptiness every this many calls
+            (a call runs steps_per_call steps).
         empty_patience: Stop after this many consecutive checks with empty generated showers.
         empty_threshold: A generated batch whose mean raw ECAL sum is below this is 'empty'.
     """

@@ -33,6 +33,41 @@ class GAN(keras.Model):
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
 
+    def make_train_function(self, force: bool = False):
+        """Keras' own multi-step function, except with several replicas and
+        steps_per_execution > 1.
+
+        There Keras 3 wraps each step in a tf.cond inside a tf.while_loop, and the optimizer's
+        merge_call inside that cond fails under MirroredStrategy ("You must feed a value for
+        placeholder tensor", keras-team/keras#19246). This replacement runs exactly
+        steps_per_execution steps in a tf.range loop with no cond; train() therefore asks fit
+        for a multiple of steps_per_execution steps.
+        """
+        strategy = self.distribute_strategy
+        k = int(self.steps_per_execution)
+        if k == 1 or strategy.num_replicas_in_sync == 1:
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+        replica_step = (tf.function(self.train_step, jit_compile=True) if self.jit_compile
+                        else self.train_step)
+
+        def one_step(data):
+            per_replica = strategy.run(replica_step, args=(data,))
+            # Values are already summed over replicas: take the first replica's copy.
+            return {key: strategy.experimental_local_results(v)[0]
+                    for key, v in per_replica.items()}
+
+        @tf.function
+        def multi_step(iterator):
+            logs = one_step(next(iterator))
+            for _ in tf.range(k - 1):
+                logs = one_step(next(iterator))
+            return logs
+
+        self.train_function = multi_step
+        return multi_step
+
     def train_step(self, data):
         logs = gan_step(self.generator, self.discriminator, self.d_optimizer, self.g_optimizer,
                         data, self.step_counter.read_value(), self.settings,

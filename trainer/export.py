@@ -1,0 +1,123 @@
+"""Export and load the trained generator: generator.keras + generator_config.json (CONTRACTS §3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from data_prep import uri
+from trainer.models import build_generator
+from trainer.presets import get_preset
+
+MODEL_FILE = "generator.keras"
+CONFIG_FILE = "generator_config.json"
+
+
+def export_generator(generator: keras.Model, preset_name: str, output_dir: str,
+                     info: dict[str, Any]) -> str:
+    """Write `output_dir`/generator.keras then generator_config.json (last, so a folder with a
+    config is complete).
+
+    The exported model is a float32 copy built from the preset, so a generator trained in
+    mixed precision loads and runs anywhere.
+
+    Args:
+        generator: Trained generator (any precision policy).
+        preset_name: Preset it was built from.
+        output_dir: Destination folder or gs:// prefix.
+        info: Extra fields for generator_config.json (angle_key, energy_scale, seed, steps...).
+
+    Returns:
+        The folder written.
+    """
+    preset = get_preset(preset_name)
+    model = build_generator(preset, "float32")
+    model.set_weights([np.asarray(w, dtype=np.float32) for w in generator.get_weights()])
+    config = {
+        "latent_dim": preset.generator.latent_dim,
+        "image_shape": list(preset.image_shape),
+        "power": preset.power,
+        "energy_scale": 100.0,
+        "angle_key": "mtheta",
+        "preset": preset.name,
+        "conditioning": "[energy / energy_scale, angle] + standard normal noise",
+        **info,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        model.save(local)
+        with open(local, "rb") as fh:
+            uri.write_bytes(uri.join(output_dir, MODEL_FILE), fh.read())
+    uri.write_text(uri.join(output_dir, CONFIG_FILE), json.dumps(config, indent=2, sort_keys=True))
+    return output_dir
+
+
+@dataclass
+class GeneratorBundle:
+    """A loaded generator with the preprocessing needed to return raw-unit showers."""
+
+    model: keras.Model
+    config: dict[str, Any]
+
+    def generate(self, energy_gev: np.ndarray, theta_rad: np.ndarray, seed: int,
+                 batch_size: int = 64) -> np.ndarray:
+        """Generate one shower per (energy, angle) in raw ECAL units.
+
+        Args:
+            energy_gev: (N,) primary energies in GeV.
+            theta_rad: (N,) angles in radians (the quantity named by config['angle_key']).
+            seed: Seed of the latent noise: same inputs and seed give the same showers.
+            batch_size: Events per forward pass.
+
+        Returns:
+            float32 array (N, *image_shape), the power transform inverted.
+
+        Raises:
+            ValueError: if the inputs differ in length, are not 1-D or not finite.
+        """
+        energy = np.asarray(energy_gev, dtype=np.float32).reshape(-1)
+        theta = np.asarray(theta_rad, dtype=np.float32).reshape(-1)
+        if energy.shape != theta.shape:
+            raise ValueError(f"energy_gev has {energy.size} values but theta_rad has {theta.size}")
+        if not (np.all(np.isfinite(energy)) and np.all(np.isfinite(theta))):
+            raise ValueError("energy_gev and theta_rad must be finite")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        latent_dim = int(self.config["latent_dim"])
+        noise = np.random.default_rng(seed).standard_normal((energy.size, latent_dim - 2),
+                                                            dtype=np.float32)
+        cond = np.stack([energy / float(self.config["energy_scale"]), theta], axis=1)
+        latent = np.concatenate([cond, noise], axis=1)
+        shape = tuple(self.config["image_shape"])
+        out = np.empty((energy.size, *shape), dtype=np.float32)
+        for start in range(0, energy.size, batch_size):
+            images = self.model(latent[start:start + batch_size], training=False)
+            out[start:start + batch_size] = np.asarray(images)[..., 0]
+        np.power(np.clip(out, 0.0, None), 1.0 / float(self.config["power"]), out=out)
+        return out
+
+
+def load_generator(directory: str) -> GeneratorBundle:
+    """Load an exported generator folder (local or gs://).
+
+    Raises:
+        FileNotFoundError: naming the missing file when the folder is incomplete.
+    """
+    config_path = uri.join(directory, CONFIG_FILE)
+    model_path = uri.join(directory, MODEL_FILE)
+    for path in (config_path, model_path):
+        if not uri.exists(path):
+            raise FileNotFoundError(f"exported generator incomplete: {path} does not exist")
+    config = json.loads(uri.read_text(config_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        with open(local, "wb") as fh:
+            fh.write(uri.read_bytes(model_path))
+        model = keras.models.load_model(local, compile=False)
+    return GeneratorBundle(model=model, config=config)

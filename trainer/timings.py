@@ -1,0 +1,97 @@
+"""Per-call timing records (timings.jsonl, CONTRACTS §3) and the progress log line with rate and ETA."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+
+from data_prep import uri
+
+log = logging.getLogger(__name__)
+
+
+class TimingLog:
+    """Appends one JSON object per training call to timings.jsonl.
+
+    Local files are appended and flushed per record (a crash keeps every finished record);
+    gs:// objects cannot be appended, so the whole file is rewritten at each flush.
+    """
+
+    def __init__(self, path: str, enabled: bool = True, flush_every: int = 1):
+        self.path = path
+        self.enabled = enabled
+        self.flush_every = flush_every
+        self._lines: list[str] = []
+        self._pending = 0
+        if enabled and uri.exists(path):
+            # Resumed run: keep earlier records.
+            self._lines = [l for l in uri.read_text(path).splitlines() if l.strip()]
+
+    def record(self, step: int, steps: int, epoch: int, seconds: float, global_batch: int,
+               replicas: int, losses: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": int(step), "steps": int(steps), "epoch": int(epoch),
+               "seconds": float(seconds), "global_batch": int(global_batch),
+               "replicas": int(replicas), "losses": {k: float(v) for k, v in losses.items()}}
+        line = json.dumps(rec, sort_keys=True)
+        self._lines.append(line)
+        self._pending += 1
+        if uri.is_gcs(self.path):
+            if self._pending >= self.flush_every:
+                self.flush()
+        else:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            self._pending = 0
+
+    def flush(self) -> None:
+        if self.enabled and uri.is_gcs(self.path) and self._pending:
+            uri.write_text(self.path, "\n".join(self._lines) + "\n")
+            self._pending = 0
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    """Builds the periodic progress line: step, epoch, steps/s, showers/s, ETA, main losses."""
+
+    def __init__(self, total_steps: int, start_step: int, global_batch: int):
+        self.total = total_steps
+        self.start_step = start_step
+        self.global_batch = global_batch
+        self.t0 = time.monotonic()
+
+    def line(self, step: int, epoch: int, logs: dict[str, float]) -> str:
+        elapsed = time.monotonic() - self.t0
+        done = step - self.start_step
+        rate = done / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        losses = " ".join(f"{k}={logs[k]:.4g}" for k in ("d_loss", "g_loss") if k in logs)
+        return (f"step {step}/{self.total} epoch {epoch} {rate:.2f} steps/s "
+                f"{rate * self.global_batch:.1f} showers/s ETA {format_duration(eta)} {losses}")
+
+
+def write_scalar(name: str, value: float, step: int) -> None:
+    """Write a TensorBoard scalar with the default summary writer.
+
+    tensorflow-cpu does not depend on the tensorboard package, whose absence makes
+    tf.summary.scalar raise; this writes the same record (a float32 tensor tagged with the
+    'scalars' plugin) through the core tf.summary.write op.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
+                     metadata=metadata.SerializeToString())
