@@ -1,0 +1,134 @@
+"""trainer configuration surface: TrainConfig, the CLI flags, lr scaling, the hardware map and
+the strategy factory's errors."""
+
+import json
+import time
+
+import pytest
+
+from trainer.config import TrainConfig, scaled_learning_rate
+from trainer.hardware import HardwareProfile, backend_settings, kfp_resources
+from trainer.strategy import HardwareNotFoundError, make_strategy
+from trainer.train import build_parser
+
+
+def test_config_round_trips_through_json():
+    cfg = TrainConfig(data="d/manifest.json", output_dir="out", preset="tiny", loss_weights=(1, 2, 3, 4))
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.loss_weights == (1.0, 2.0, 3.0, 4.0)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("strategy", "horovod", "strategy='horovod' is not one of auto, default, one_device, mirrored, multi_worker, tpu"),
+    ("precision", "float16", "precision='float16'"),
+    ("lr_scaling", "cubic", "lr_scaling='cubic'"),
+    ("batch_size_per_replica", 0, "batch_size_per_replica=0"),
+    ("label_flip_prob", 1.5, "label_flip_prob=1.5"),
+    ("loss_weights", (1.0, 2.0), "loss_weights"),
+])
+def test_bad_config_values_are_named(field, value, match):
+    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(**{field: value})
+
+
+def test_unknown_config_key_is_rejected():
+    with pytest.raises(ValueError, match="no field"):
+        TrainConfig.from_dict({"batchsize": 3})
+
+
+def test_defaults_follow_3dgan():
+    cfg = TrainConfig()
+    assert cfg.loss_weights == (3.0, 0.1, 25.0, 0.1)
+    assert cfg.learning_rate == 1e-3 and cfg.batch_size_per_replica == 64
+    assert cfg.label_flip_prob == 0.05 and cfg.generator_updates == 2 and cfg.angle_key == "mtheta"
+
+
+def test_learning_rate_scaling_rules():
+    assert scaled_learning_rate(1e-3, 8, "none") == 1e-3
+    assert scaled_learning_rate(1e-3, 8, "linear") == pytest.approx(8e-3)
+    assert scaled_learning_rate(1e-3, 4, "sqrt") == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match="replicas=0"):
+        scaled_learning_rate(1e-3, 0, "none")
+
+
+def test_cli_flags_map_one_to_one_onto_config_fields():
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions if a.dest != "help"}
+    assert dests == set(TrainConfig().to_dict())
+    args = parser.parse_args(["--data", "m.json", "--output-dir", "o", "--preset", "tiny",
+                              "--no-shuffle", "--jit-compile", "--loss-weights", "1", "2", "3", "4",
+                              "--max-steps", "7"])
+    cfg = TrainConfig.from_dict(vars(args))
+    assert (cfg.data, cfg.output_dir, cfg.shuffle, cfg.jit_compile, cfg.max_steps) == ("m.json", "o", False, True, 7)
+    assert cfg.loss_weights == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_hardware_profiles_map_to_strategy_precision_and_resources():
+    cpu = backend_settings(HardwareProfile())
+    assert (cpu.strategy, cpu.precision, cpu.jit_compile, cpu.replicas) == ("default", "float32", False, 1)
+    gpus = HardwareProfile("gpu", count=4, gpu_type="nvidia-tesla-a100")
+    s = backend_settings(gpus)
+    assert (s.strategy, s.precision, s.jit_compile, s.replicas) == ("mirrored", "mixed_float16", True, 4)
+    assert backend_settings(HardwareProfile("gpu", gpu_type="v100")).strategy == "one_device"
+    assert backend_settings(HardwareProfile("gpu", count=8, workers=2)).strategy == "multi_worker"
+    vertex = kfp_resources(gpus, "vertex")
+    assert (vertex.accelerator_type, vertex.accelerator_count) == ("NVIDIA_TESLA_A100", 4)
+    kube = kfp_resources(gpus, "kubeflow")
+    assert kube.accelerator_type == "nvidia.com/gpu"
+    assert kube.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    tpu = HardwareProfile("tpu", tpu_version="v3", tpu_topology="2x2")
+    t = backend_settings(tpu)
+    assert (t.strategy, t.precision, t.replicas, t.batch_size_per_replica) == ("tpu", "mixed_bfloat16", 8, 128)
+    assert kfp_resources(tpu, "vertex").accelerator_type == "TPU_V3"
+    assert kfp_resources(tpu, "kubeflow").node_selector["cloud.google.com/gke-tpu-topology"] == "2x2"
+    assert kfp_resources(HardwareProfile("tpu", tpu_version="v5e", tpu_topology="2x4"), "kubeflow").accelerator_count == 8
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"accelerator": "fpga"}, "accelerator='fpga'"),
+    ({"accelerator": "gpu", "gpu_type": "gtx480"}, "gpu_type='gtx480'"),
+    ({"accelerator": "tpu", "tpu_version": "v9"}, "tpu_version='v9'"),
+    ({"accelerator": "tpu", "tpu_topology": "2by2"}, "tpu_topology='2by2'"),
+])
+def test_bad_hardware_profiles_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HardwareProfile(**kwargs)
+
+
+def test_hardware_module_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, trainer.hardware; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_strategy_names_the_valid_ones():
+    with pytest.raises(ValueError, match="strategy='nccl' is not one of auto, default, one_device, mirrored"):
+        make_strategy("nccl")
+
+
+def test_default_and_auto_strategies_on_cpu():
+    assert make_strategy("default").num_replicas_in_sync == 1
+    assert make_strategy("AUTO").num_replicas_in_sync == 1
+    assert make_strategy("one_device").num_replicas_in_sync == 1
+
+
+def test_mirrored_without_gpus_or_logical_cpus_is_a_clear_error():
+    with pytest.raises(HardwareNotFoundError, match="needs GPUs or several logical CPU devices"):
+        make_strategy("mirrored")
+
+
+def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(HardwareNotFoundError, match="TF_CONFIG"):
+        make_strategy("multi_worker")
+
+
+def test_tpu_strategy_without_a_tpu_fails_fast_and_clearly():
+    t0 = time.monotonic()
+    with pytest.raises(HardwareNotFoundError, match="strategy 'tpu' asked for TPU 'local'"):
+        make_strategy("tpu", tpu="local")
+    # Not a timing assertion on speed, only that it did not hang on a network connection.
+    assert time.monotonic() - t0 < 120
