@@ -126,16 +126,22 @@ def evaluate_gan(
     model: Input[Model],
     eval_events: int,
     eval_seed: int,
+    evaluation: Output[Artifact],
     report: Output[HTML],
     metrics: Output[Metrics],
 ):
-    """Validates generated showers against the Monte Carlo test split; report.html is the HTML artifact."""
+    """Validates generated showers against the Monte Carlo test split.
+
+    `evaluation` is the evaluator's whole folder (metrics.json, report.html, plots/); `report`
+    is report.html alone, which the Vertex AI and Kubeflow UIs render inline.
+    """
     import os
 
-    from components.artifacts import local_dir, location, log_scalars
+    from components.artifacts import location, log_scalars
+    from data_prep import uri
     from eval.evaluate import EvalConfig, evaluate
 
-    out_dir = local_dir(report)
+    out_dir = location(evaluation)
     config = EvalConfig(
         data=os.path.join(location(tfrecords), "manifest.json"),
         generator_dir=os.path.join(location(model), "generator"),
@@ -144,8 +150,13 @@ def evaluate_gan(
         seed=eval_seed,
     )
     result = evaluate(config)
-    log_scalars(metrics, result.get("summary", {}))
-    metrics.log_metric("passed", float(bool(result["verdict"]["passed"])))
+    with open(report.path, "wb") as f:
+        f.write(uri.read_bytes(uri.join(out_dir, "report.html")))
+    passed = bool(result["verdict"]["passed"])
+    evaluation.metadata["passed"] = passed
+    report.metadata["passed"] = passed
+    log_scalars(metrics, result["summary"].get("generated", {}))
+    metrics.log_metric("passed", float(passed))
 
 
 def collect_benchmark(
@@ -158,12 +169,12 @@ def collect_benchmark(
     """Summarises the training timings into benchmark.json (throughput, epoch time, fingerprint)."""
     import os
 
-    from components.artifacts import local_dir, location, log_scalars
+    from components.artifacts import location, log_scalars
     from eval.benchmark import BenchmarkConfig, collect
 
     config = BenchmarkConfig(
         train_dir=location(model),
-        output_dir=local_dir(benchmark),
+        output_dir=location(benchmark),
         manifest=os.path.join(location(tfrecords), "manifest.json"),
         warmup_steps=warmup_steps,
     )

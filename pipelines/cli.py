@@ -33,6 +33,28 @@ def _add_hardware_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpu-version", default="", help="TPU generation, e.g. v3, v4, v5e")
     parser.add_argument("--tpu-topology", default="", help="TPU slice topology, e.g. 2x2 or 4x4")
     parser.add_argument("--target", default="vertex", choices=["vertex", "kubeflow"], help="where the YAML will run (resource names differ)")
+    parser.add_argument("--hardware-file", default=None, help="JSON file with the flags above as keys (see infra/vertex/*.json); flags given on the command line win")
+
+
+def _apply_hardware_file(args: argparse.Namespace, parser_defaults: dict) -> None:
+    """Fills hardware flags from --hardware-file where the command line left them at their defaults."""
+    if not args.hardware_file:
+        return
+    with open(args.hardware_file, encoding="utf-8") as f:
+        values = json.load(f)
+    for key, value in values.items():
+        if key not in parser_defaults:
+            raise ValueError(f"{args.hardware_file}: unknown hardware key {key!r}; valid: {sorted(parser_defaults)}")
+        if getattr(args, key) == parser_defaults[key]:
+            setattr(args, key, value)
+
+
+def _hardware_defaults() -> dict:
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_hardware_flags(parser)
+    defaults = vars(parser.parse_args([]))
+    defaults.pop("hardware_file")
+    return defaults
 
 
 def _hardware_from_args(args: argparse.Namespace):
@@ -112,6 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "compile":
         from pipelines.compiler import compile_pipeline
+
+        _apply_hardware_file(args, _hardware_defaults())
 
         path = compile_pipeline(args.output, image=args.image, hardware=_hardware_from_args(args), target=args.target)
         print(f"wrote {path}")

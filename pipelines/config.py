@@ -23,7 +23,7 @@ class PipelineParams:
         input_uri: optional folder or gs:// prefix of real 3DGAN HDF5 files; replaces the Monte Carlo.
         test_fraction: share of events routed to the test split.
         encoding: TFRecord encoding, `dense` or `sparse`.
-        compression: `GZIP` or empty for none.
+        compression: `gzip` or `none`.
         on_bad_event: `fail` or `skip` for events that fail validation.
         beam_args: extra Beam pipeline flags, space separated (e.g. `--runner=DataflowRunner ...`).
         preset: model preset (`small`, `full`, `fixed_angle`, `tiny`).
@@ -51,7 +51,7 @@ class PipelineParams:
     input_uri: str = ""
     test_fraction: float = 0.2
     encoding: str = "sparse"
-    compression: str = ""
+    compression: str = "none"
     on_bad_event: str = "fail"
     beam_args: str = ""
     preset: str = "small"

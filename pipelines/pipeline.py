@@ -40,7 +40,8 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
         raw_data: Dataset
         tfrecords: Dataset
         model: Model
-        evaluation: HTML
+        evaluation: Artifact
+        report: HTML
         benchmark: Artifact
         eval_metrics: Metrics
         benchmark_metrics: Metrics
@@ -122,7 +123,8 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
             raw_data=raw.outputs["raw_data"],
             tfrecords=converted.outputs["tfrecords"],
             model=trained.outputs["model"],
-            evaluation=evaluated.outputs["report"],
+            evaluation=evaluated.outputs["evaluation"],
+            report=evaluated.outputs["report"],
             benchmark=bench.outputs["benchmark"],
             eval_metrics=evaluated.outputs["metrics"],
             benchmark_metrics=bench.outputs["metrics"],
@@ -147,3 +149,9 @@ def _request_hardware(task: dsl.PipelineTask, hardware, target: str) -> None:
         task.set_accelerator_limit(resources.accelerator_count)
     for name, value in resources.env.items():
         task.set_env_variable(name, value)
+    if resources.node_selector:
+        # Node labels (GKE GPU/TPU pools) are Kubernetes-only: Vertex picks machines itself.
+        from kfp import kubernetes
+
+        for key, value in resources.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
