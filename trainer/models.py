@@ -126,7 +126,8 @@ class Discriminator(keras.Model):
             if block.batch_norm:
                 layers.append(keras.layers.BatchNormalization(dtype=dt, name=f"bn{i}"))
             self.blocks.append(layers)
-        self.pool = keras.layers.AveragePooling3D(spec.pool, dtype=dt, name="pool")
+        # float32: CPUs have no float16 AvgPool3D kernel, and pooling costs nothing either way.
+        self.pool = keras.layers.AveragePooling3D(spec.pool, dtype="float32", name="pool")
         self.flatten = keras.layers.Flatten(dtype=dt, name="flatten")
         self.realfake = keras.layers.Dense(1, dtype="float32", name="realfake")
         self.energy = keras.layers.Dense(1, dtype="float32", name="energy")
