@@ -296,14 +296,16 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     validated = blocks | "ValidateEvents" >> tr.ValidateEvents(config.on_bad_event, config.energy_range)
     preprocessed = validated.good | "PreprocessEvents" >> tr.PreprocessEvents(config.preprocess_config())
     encoded = preprocessed.processed | "EncodeAndSplit" >> tr.EncodeAndSplit(
-        config.encoding, config.test_fraction, config.seed, config.split_by
+        config.test_fraction, config.seed, config.split_by
     )
+    coder = tr.ExampleCoder(sources[0].info.image_shape, config.encoding)
     written = []
     for split, tag in (("train", tr.TAG_TRAIN), ("test", tr.TAG_TEST)):
         written.append(
             encoded[tag]
             | f"Write{split.capitalize()}" >> beam.io.WriteToTFRecord(
                 uri_lib.join(staging, split),
+                coder=coder,
                 file_name_suffix=suffix,
                 num_shards=shards[split],
                 compression_type=compression_type,
@@ -433,10 +435,17 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
 
 
 def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> manifest_lib.Manifest:
-    """Assemble the manifest, cross-checking the workers' counts against the shards' records."""
+    """Assemble the manifest, cross-checking the workers' counts against the shards' records.
+
+    Each split's records_digest sums its shards' record digests: shard files differ between runs
+    (Beam assigns records to shards in no fixed order) but this sum does not.
+    """
     counts = {split: int(stats.get(f"count:{split}", 0)) for split in manifest_lib.SPLITS}
+    digests = {}
     for split in manifest_lib.SPLITS:
-        in_shards = sum(s["records"] for s in shard_list if s["split"] == split)
+        in_split = [s for s in shard_list if s["split"] == split]
+        digests[split] = f"{records.combine_digests(*(int(s.pop('records_digest'), 16) for s in in_split)):064x}"
+        in_shards = sum(s["records"] for s in in_split)
         if in_shards != counts[split]:
             raise RuntimeError(
                 f"conversion inconsistent: {counts[split]} {split} events encoded but {in_shards} "
@@ -462,7 +471,7 @@ def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> man
         bad_events=bad,
         dropped_low_sum=int(stats.get("dropped_low_sum", 0)),
         histograms=histograms,
-        records_digest={split: stats.get(f"digest:{split}", "0" * 64) for split in manifest_lib.SPLITS},
+        records_digest=digests,
         sources=[
             {"name": uri_lib.basename(s.uri), "uri": s.uri, "size_bytes": int(s.info.size_bytes),
              "sha256": s.sha256, "n_events": int(s.info.n_events), "layout": s.info.layout}

@@ -39,24 +39,30 @@ def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(idx, minlength=len(edges) + 1).astype(np.int64)
 
 
-def versions() -> dict[str, str]:
-    """Versions of the software that shaped the records (recorded, and part of the hash)."""
-    import apache_beam
-    import h5py
+def _distribution_version(*names: str) -> str:
+    from importlib import metadata
 
-    out = {
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "absent"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that shaped the records (recorded, and part of the hash).
+
+    Read from the installed distributions' metadata, so the driver does not pay for importing
+    TensorFlow just to learn its version.
+    """
+    return {
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "h5py": h5py.__version__,
-        "apache_beam": apache_beam.__version__,
+        "h5py": _distribution_version("h5py"),
+        "apache_beam": _distribution_version("apache-beam"),
+        "tensorflow": _distribution_version("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
     }
-    try:
-        import tensorflow as tf
-
-        out["tensorflow"] = tf.__version__
-    except ImportError:  # a converter host without TF still records what it has
-        out["tensorflow"] = "absent"
-    return out
 
 
 @dataclass

@@ -74,9 +74,7 @@ def empty_stats() -> dict[str, Any]:
 
 def _add_stats(acc: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     for key, value in other.items():
-        if key.startswith("digest:"):
-            acc[key] = records.combine_digests(acc.get(key, 0), value)
-        elif isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray):
             acc[key] = acc[key] + value if key in acc else value.copy()
         else:
             acc[key] = acc.get(key, 0) + value
@@ -84,7 +82,7 @@ def _add_stats(acc: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 
 class SumStats(beam.CombineFn):
-    """Sums per-block statistics dicts: counters add, histograms add bin-wise, digests add mod 2**256."""
+    """Sums per-block statistics dicts: counters add, histograms add bin-wise."""
 
     def create_accumulator(self):
         return empty_stats()
@@ -103,12 +101,10 @@ class SumStats(beam.CombineFn):
 
 
 def stats_to_json(stats: dict[str, Any]) -> dict[str, Any]:
-    """JSON-safe form: arrays to lists, digests to 64-digit hex."""
+    """JSON-safe form: arrays to lists of ints."""
     out = {}
     for key, value in stats.items():
-        if key.startswith("digest:"):
-            out[key] = f"{int(value):064x}"
-        elif isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray):
             out[key] = [int(v) for v in value]
         else:
             out[key] = int(value)
@@ -259,9 +255,9 @@ def split_of(file_name: str, event_index: int, test_fraction: float, seed: int, 
 
 
 class _EncodeFn(beam.DoFn):
-    def __init__(self, encoding: str, test_fraction: float, seed: int, split_by: str):
-        records.check_encoding(encoding, records.COMPRESSION_NONE)
-        self._encoding = encoding
+    def __init__(self, test_fraction: float, seed: int, split_by: str):
+        if split_by not in SPLIT_BY:
+            raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
         self._test_fraction = float(test_fraction)
         self._seed = int(seed)
         self._split_by = split_by
@@ -279,38 +275,56 @@ class _EncodeFn(beam.DoFn):
         )
         for split in manifest_lib.SPLITS:
             mask = splits == split
-            n = int(mask.sum())
-            stats[f"count:{split}"] = n
-            stats[f"digest:{split}"] = 0
+            stats[f"count:{split}"] = int(mask.sum())
             for key, edges in manifest_lib.HISTOGRAM_EDGES.items():
                 stats[f"hist:{split}:{key}"] = manifest_lib.histogram_counts(getattr(block, key)[mask], edges)
         for i in range(len(block)):
-            record = records.encode_event(
-                block.ecal[i],
-                block.energy[i],
-                block.theta[i],
-                block.mtheta[i],
-                block.ecal_sum[i],
-                block.event_index[i],
-                source_index,
-                self._encoding,
+            packed = records.pack_event(
+                block.ecal[i], block.energy[i], block.theta[i], block.mtheta[i], block.ecal_sum[i],
+                block.event_index[i], source_index,
             )
-            split = str(splits[i])
-            stats[f"digest:{split}"] = records.combine_digests(stats[f"digest:{split}"], records.record_digest(record))
-            yield beam.pvalue.TaggedOutput(split, record)
+            yield beam.pvalue.TaggedOutput(str(splits[i]), packed)
         self._progress.add(len(block), time.monotonic() - t0)
         yield beam.pvalue.TaggedOutput(TAG_STATS, stats)
 
 
 class EncodeAndSplit(beam.PTransform):
-    """(source_index, uri, ProcessedBlock) -> serialized Examples tagged "train"/"test" + statistics."""
+    """(source_index, uri, ProcessedBlock) -> packed events tagged "train"/"test" + statistics.
 
-    def __init__(self, encoding: str, test_fraction: float, seed: int, split_by: str = "event"):
+    Events leave as records.pack_event tuples (non-zero cells only); ExampleCoder turns them into
+    the final tf.train.Example bytes inside WriteToTFRecord, after the shuffle.
+    """
+
+    def __init__(self, test_fraction: float, seed: int, split_by: str = "event"):
         super().__init__()
-        self._fn = _EncodeFn(encoding, test_fraction, seed, split_by)
+        self._fn = _EncodeFn(test_fraction, seed, split_by)
 
     def expand(self, processed):
-        return processed | "EncodeExamples" >> beam.ParDo(self._fn).with_outputs(TAG_TRAIN, TAG_TEST, TAG_STATS)
+        return processed | "PackEvents" >> beam.ParDo(self._fn).with_outputs(TAG_TRAIN, TAG_TEST, TAG_STATS)
+
+
+class ExampleCoder(beam.coders.Coder):
+    """WriteToTFRecord's coder: packed event -> serialized tf.train.Example (dense or sparse)."""
+
+    def __init__(self, image_shape: tuple[int, ...], encoding: str):
+        records.check_encoding(encoding, records.COMPRESSION_NONE)
+        self._image_shape = tuple(int(d) for d in image_shape)
+        self._encoding = encoding
+
+    def encode(self, value) -> bytes:
+        return records.encode_packed(value, self._image_shape, self._encoding)
+
+    def decode(self, encoded):
+        raise NotImplementedError("ExampleCoder only writes; read records with data_prep.dataset")
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def __eq__(self, other):
+        return type(self) is type(other) and (self._image_shape, self._encoding) == (other._image_shape, other._encoding)
+
+    def __hash__(self):
+        return hash((type(self), self._image_shape, self._encoding))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,11 +351,16 @@ class _HashingReader:
 
 
 def describe_shard(path: str, compression: str) -> dict[str, Any]:
-    """One pass over a finished shard: split, relative name, record count, bytes, sha256."""
+    """One pass over a finished shard: split, relative name, record count, bytes, sha256, and the
+    order-independent digest of its records (summed per split into the manifest)."""
     name = uri_lib.basename(path)
+    n_records = 0
+    digest = 0
     with uri_lib.open_read(path) as raw:
         reader = _HashingReader(raw)
-        n_records = sum(1 for _ in records.iter_tfrecord_file(reader, compression))
+        for record in records.iter_tfrecord_file(reader, compression):
+            n_records += 1
+            digest = records.combine_digests(digest, records.record_digest(record))
         reader.drain()
     return {
         "split": name.split("-", 1)[0],
@@ -349,6 +368,7 @@ def describe_shard(path: str, compression: str) -> dict[str, Any]:
         "records": n_records,
         "bytes": reader.n_bytes,
         "sha256": reader.digest.hexdigest(),
+        "records_digest": f"{digest:064x}",
     }
 
 

@@ -91,10 +91,8 @@ def test_preprocess_and_encode_transforms_split_deterministically(mc_files):
     expected_train = sorted(int(i) for i in processed.event_index if int(i) not in expected_test)
     assert expected_test and expected_train  # the fixture must exercise both sides
 
-    def event_index(record: bytes) -> int:
-        from tensorflow.core.example import example_pb2
-
-        return int(example_pb2.Example.FromString(record).features.feature["event_index"].int64_list.value[0])
+    def event_index(packed: tuple) -> int:
+        return int(packed[records.PACKED_FIELDS.index("event_index")])
 
     with test_pipeline.TestPipeline(options=_options()) as p:
         out = (
@@ -103,7 +101,7 @@ def test_preprocess_and_encode_transforms_split_deterministically(mc_files):
             | transforms.ReadEventBlocks()
             | "Pre" >> transforms.PreprocessEvents(PreprocessConfig())
         )
-        encoded = out.processed | transforms.EncodeAndSplit("sparse", test_fraction, seed=7)
+        encoded = out.processed | transforms.EncodeAndSplit(test_fraction, seed=7)
         assert_that(encoded["test"] | "TestIdx" >> beam.Map(event_index), equal_to(expected_test), label="Test")
         assert_that(encoded["train"] | "TrainIdx" >> beam.Map(event_index), equal_to(expected_train), label="Train")
 

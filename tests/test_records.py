@@ -40,6 +40,38 @@ def test_encode_decode_round_trip_is_exact(encoding):
     assert out["ecal"].dtype == np.float32
 
 
+@pytest.mark.parametrize("encoding", records.ENCODINGS)
+def test_hand_written_examples_equal_tf_train_example(encoding):
+    """The direct wire-format writer builds exactly the message tf.train.Example would."""
+    image = _showers(2)[1]
+    ours = records.encode_event(image, 123.25, 1.25, 1.5, 99.5, 2**40, 7, encoding)
+    feature = {
+        key: tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        for key, value in zip(records.SCALAR_FLOAT_KEYS, (123.25, 1.25, 1.5, 99.5))
+    }
+    feature["event_index"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[2**40]))
+    feature["source_index"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[7]))
+    if encoding == "dense":
+        feature["ecal"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.astype("<f4").tobytes()]))
+    else:
+        deltas, values = records.sparse_parts(image)
+        feature["ecal_index_delta"] = tf.train.Feature(int64_list=tf.train.Int64List(value=deltas.tolist()))
+        feature["ecal_values"] = tf.train.Feature(float_list=tf.train.FloatList(value=values.tolist()))
+    expected = tf.train.Example(features=tf.train.Features(feature=feature))
+    assert tf.train.Example.FromString(ours) == expected
+    assert records.encode_event(image, 123.25, 1.25, 1.5, 99.5, 2**40, 7, encoding) == ours  # deterministic
+
+
+def test_varints_match_protobuf():
+    values = np.array([0, 1, 127, 128, 300, 16383, 16384, 2**40, 2**63 - 1], dtype=np.int64)
+    packed = tf.train.Int64List(value=values.tolist()).SerializeToString()
+    assert packed[0] == 0x0A and records.varint_array(values) == packed[2:]  # tag, length, varints
+    with pytest.raises(ValueError, match="non-negative"):
+        records.varint_array(np.array([3, -1]))
+    empty = tf.train.Example.FromString(records.encode_event(np.zeros((3, 3, 3), np.float32), 1, 1, 1, 0, 0, 0, "sparse"))
+    assert list(empty.features.feature["ecal_values"].float_list.value) == []
+
+
 def test_sparse_is_smaller_and_stores_index_gaps():
     images = _showers(2)
     dense = records.encode_event(images[1], 1, 1, 1, 1, 0, 0, "dense")
@@ -50,6 +82,24 @@ def test_sparse_is_smaller_and_stores_index_gaps():
     np.testing.assert_array_equal(np.cumsum(deltas), np.flatnonzero(flat))
     np.testing.assert_array_equal(values, flat[flat != 0])
     assert deltas[0] == 0  # the first non-zero cell is flat index 0
+
+
+@pytest.mark.parametrize("encoding", records.ENCODINGS)
+def test_packed_events_encode_to_the_same_records(encoding):
+    """Events cross Beam's shuffle packed (non-zero cells only); the sink's coder must then write
+    exactly the record the direct encoder writes."""
+    from data_prep.transforms import ExampleCoder
+
+    images = _showers(3)
+    coder = ExampleCoder((51, 51, 25), encoding)
+    for i in range(3):
+        packed = records.pack_event(images[i], 50.0 + i, 1.1, 1.2, 33.0, i, 2)
+        assert len(packed) == len(records.PACKED_FIELDS)
+        np.testing.assert_array_equal(records.unpack_image(packed, (51, 51, 25)), images[i])
+        direct = records.encode_event(images[i], 50.0 + i, 1.1, 1.2, 33.0, i, 2, encoding)
+        assert records.encode_packed(packed, (51, 51, 25), encoding) == direct
+        assert coder.encode(packed) == direct
+    assert len(records.pack_event(images[0], 1, 1, 1, 1, 0, 0)[6]) == 0  # the all-zero image packs to nothing
 
 
 def test_unknown_encoding_and_compression_are_named():
