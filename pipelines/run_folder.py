@@ -124,16 +124,36 @@ def _rel(run_dir: str, path: str | None) -> str | None:
     return os.path.relpath(path, run_dir) if path else None
 
 
+HEADLINE_EVAL_KEYS = (
+    "sampling_fraction_mre",
+    "moment_mre",
+    "angle_mre",
+    "selection_metric",
+    "classifier_auc",
+    "fpd_x1e3",
+    "kpd_x1e3",
+)
+
+
 def _headline(metrics: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
-    """Picks the few figures worth showing on the index page, tolerating absent keys."""
+    """Picks the few figures worth showing on the index page, tolerating absent keys.
+
+    Evaluation figures are shown beside their Monte Carlo noise floor (MC vs independent MC),
+    without which a generated-vs-MC number cannot be read.
+    """
     out: dict[str, Any] = {}
     for key in ("showers_per_second", "seconds_per_step", "seconds_per_epoch", "steps"):
         if key in bench:
             out[f"benchmark.{key}"] = bench[key]
     summary = metrics.get("summary", {})
-    if isinstance(summary, dict):
-        for key, value in summary.items():
-            if isinstance(value, (int, float, str, bool)):
+    generated = summary.get("generated", {}) if isinstance(summary, dict) else {}
+    floor = summary.get("noise_floor", {}) if isinstance(summary, dict) else {}
+    for key in HEADLINE_EVAL_KEYS:
+        if key in generated:
+            value = generated[key]
+            if key in floor:
+                out[f"eval.{key} (generated | MC noise floor)"] = f"{_fmt(value)} | {_fmt(floor[key])}"
+            else:
                 out[f"eval.{key}"] = value
     return out
 

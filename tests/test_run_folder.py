@@ -19,7 +19,10 @@ def _stage(tmp_path, name, files):
 
 
 def test_collects_stages_and_links_outputs(tmp_path):
-    metrics = {"verdict": {"passed": True, "checks": []}, "summary": {"sampling_fraction_mre": 0.03}}
+    metrics = {
+        "verdict": {"passed": True, "checks": []},
+        "summary": {"generated": {"sampling_fraction_mre": 0.03}, "noise_floor": {"sampling_fraction_mre": 0.01}},
+    }
     artifacts = {
         "raw_data": _stage(tmp_path, "raw", {"files.json": "{}"}),
         "tfrecords": _stage(tmp_path, "tfr", {"manifest.json": "{}"}),
@@ -31,7 +34,7 @@ def test_collects_stages_and_links_outputs(tmp_path):
     summary = collect_run(artifacts, str(run_dir), {"preset": "small"}, 12.0)
     assert summary.passed is True
     assert summary.metrics["benchmark.showers_per_second"] == 12.5
-    assert summary.metrics["eval.sampling_fraction_mre"] == 0.03
+    assert summary.metrics["eval.sampling_fraction_mre (generated | MC noise floor)"] == "0.03 | 0.01"
     index = (run_dir / "index.html").read_text()
     for link in ("evaluation/report.html", "evaluation/metrics.json", "benchmark/benchmark.json", "tfrecords/manifest.json"):
         assert f'href="{link}"' in index
