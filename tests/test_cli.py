@@ -1,0 +1,63 @@
+"""The caloforge command: stage dispatch, compile with hardware profiles, helpful errors."""
+
+import json
+
+import yaml
+
+from pipelines.cli import main
+
+
+def _train_resources(path):
+    # With Kubernetes platform settings the YAML holds a second document (the platform spec).
+    with open(path, encoding="utf-8") as f:
+        docs = list(yaml.safe_load_all(f))
+    spec = docs[0]
+    platform = docs[1] if len(docs) > 1 else {}
+    executor = spec["deploymentSpec"]["executors"]["exec-train-gan"]
+    return platform, executor["container"].get("resources", {})
+
+
+def test_stage_command_runs_the_stage(tmp_path):
+    out = tmp_path / "mc"
+    main(["generate", "--output-dir", str(out), "--n-events", "12", "--events-per-file", "6", "--workers", "1"])
+    assert sorted(p.name for p in out.glob("*.h5")) == ["mc_variable_angle_00000.h5", "mc_variable_angle_00001.h5"]
+
+
+def test_compile_gpu_profile_requests_accelerators(tmp_path):
+    path = tmp_path / "gpu.yaml"
+    rc = main(["compile", "--output", str(path), "--accelerator", "gpu", "--gpu-type", "nvidia-tesla-v100", "--accelerator-count", "4"])
+    assert rc == 0
+    _, resources = _train_resources(path)
+    assert resources["accelerator"]["resourceType"] == "NVIDIA_TESLA_V100"
+    assert resources["accelerator"]["resourceCount"] == "4"
+
+
+def test_compile_from_hardware_file_for_kubeflow_tpu(tmp_path):
+    profile = tmp_path / "tpu.json"
+    profile.write_text(json.dumps({"accelerator": "tpu", "tpu_version": "v4", "tpu_topology": "2x2x1", "target": "kubeflow"}))
+    path = tmp_path / "tpu.yaml"
+    assert main(["compile", "--output", str(path), "--hardware-file", str(profile)]) == 0
+    platform, resources = _train_resources(path)
+    assert resources["accelerator"]["resourceType"] == "google.com/tpu"
+    selectors = json.dumps(platform)
+    assert "cloud.google.com/gke-tpu-topology" in selectors and "2x2x1" in selectors
+
+
+def test_cpu_compile_requests_no_accelerator(tmp_path):
+    path = tmp_path / "cpu.yaml"
+    assert main(["compile", "--output", str(path)]) == 0
+    _, resources = _train_resources(path)
+    assert "accelerator" not in resources
+
+
+def test_bad_hardware_file_key_is_named(tmp_path, capsys):
+    profile = tmp_path / "bad.json"
+    profile.write_text(json.dumps({"gpus": 4}))
+    assert main(["compile", "--output", str(tmp_path / "x.yaml"), "--hardware-file", str(profile)]) == 2
+    assert "gpus" in capsys.readouterr().err
+
+
+def test_params_prints_defaults(capsys):
+    assert main(["params"]) == 0
+    params = json.loads(capsys.readouterr().out)
+    assert params["preset"] == "small" and "mc_events" in params
