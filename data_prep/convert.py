@@ -385,7 +385,10 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
         ValueError: bad config values, or input files of different shapes.
         FileNotFoundError: an input pattern matching nothing.
         FileExistsError: a non-empty output without overwrite.
-        InputValidationError: a bad input file, or a bad event under on_bad_event="fail".
+        InputValidationError: an input file that is not a valid 3DGAN HDF5 file (checked before
+            Beam starts).
+        Exception: whatever the runner raises when a step fails; under on_bad_event="fail" its
+            message carries the InputValidationError text (file, dataset, event, reason).
     """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions

@@ -19,6 +19,10 @@ from data_prep.preprocess import PreprocessConfig, preprocess_block
 
 _LOG = logging.getLogger(__name__)
 
+# Workers import this module when they unpickle the steps (the writers' ExampleCoder included), so
+# Beam's GCS IO on every worker skips the credential search when talking to an emulator.
+uri_lib.configure_beam_gcs()
+
 METRICS_NAMESPACE = "caloforge.convert"
 TAG_TRAIN = "train"
 TAG_TEST = "test"
