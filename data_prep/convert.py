@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 from data_prep import h5layout, records
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
+from data_prep.errors import InputValidationError
 from data_prep.preprocess import PreprocessConfig, preprocess_block
 
 _LOG = logging.getLogger(__name__)
@@ -326,6 +328,35 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     )
 
 
+_INPUT_ERROR_TEXT = re.compile(
+    r"InputValidationError: file (?P<uri>.+?)(?:, dataset '(?P<dataset>[^']*)')?(?:, event (?P<event>\d+))?: "
+    r"(?P<reason>.+?)(?: \[while running .*)?$",
+    re.MULTILINE,
+)
+
+
+def _raise_input_error(exc: BaseException) -> None:
+    """Re-raise a bad-input failure from inside Beam as the InputValidationError it was.
+
+    Runners wrap worker exceptions: in-process the original is the cause; across processes only
+    its text survives, which names file, dataset and event in InputValidationError's format.
+    Returns (so the caller re-raises `exc`) when the failure was something else.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, InputValidationError):
+            raise cause from exc
+        cause = cause.__cause__ or cause.__context__
+    matches = list(_INPUT_ERROR_TEXT.finditer(str(exc)))
+    if matches:
+        m = matches[-1]
+        event = m.group("event")
+        raise InputValidationError(
+            m.group("uri"), m.group("reason").strip(), dataset=m.group("dataset"),
+            event_index=None if event is None else int(event),
+        ) from exc
+
+
 def _log_stage_rates(result, wall_s: float) -> dict[str, dict[str, float]]:
     """One log line per Beam stage with events and events/s, from the workers' counters."""
     from apache_beam.metrics.metric import MetricsFilter
@@ -386,9 +417,8 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
         FileNotFoundError: an input pattern matching nothing.
         FileExistsError: a non-empty output without overwrite.
         InputValidationError: an input file that is not a valid 3DGAN HDF5 file (checked before
-            Beam starts).
-        Exception: whatever the runner raises when a step fails; under on_bad_event="fail" its
-            message carries the InputValidationError text (file, dataset, event, reason).
+            Beam starts), or under on_bad_event="fail" the first bad event a worker met (file,
+            dataset, event index, reason), re-raised from the runner's error.
     """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
@@ -417,8 +447,12 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
         t0 = time.monotonic()
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, config, sources, staging, shards)
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as exc:
+            _raise_input_error(exc)
+            raise
         wall = time.monotonic() - t0
         _log_rate("BeamJob", n_events, wall)
         rates = _log_stage_rates(result, wall)

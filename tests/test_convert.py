@@ -208,12 +208,29 @@ def test_run_command_line_multiprocess(tmp_path, mc_files):
 
 
 def test_fail_policy_names_file_and_event(tmp_path, bad_file):
-    with pytest.raises(Exception) as info:
+    with pytest.raises(InputValidationError) as info:
         convert(ConvertConfig(inputs=[bad_file], output=str(tmp_path / "fail")), IN_PROCESS)
-    text = str(info.value)
-    assert "bad_events.h5" in text and "event 5" in text and "non_finite" in text
+    error = info.value
+    assert error.uri == bad_file and error.event_index == 5 and error.dataset == "ECAL"
+    assert "non_finite" in error.reason and "event 5" in str(error)
     assert not os.path.exists(tmp_path / "fail" / "manifest.json")
     assert uri.list_files(str(tmp_path / "fail")) == []  # staging removed, nothing half-written
+
+
+def test_worker_error_text_becomes_input_validation_error():
+    """Across processes only the text of a worker's exception survives; it is turned back into
+    the structured error."""
+    from data_prep.convert import _raise_input_error
+
+    original = InputValidationError("gs://b/f.h5", "nonpositive_energy: primary energy -1.0 GeV is not positive",
+                                    dataset="energy", event_index=42)
+    wrapped = RuntimeError(f"Traceback ...\ndata_prep.errors.{type(original).__name__}: {original} "
+                           f"[while running 'ValidateEvents/CheckEvents']\n")
+    with pytest.raises(InputValidationError) as info:
+        _raise_input_error(wrapped)
+    assert (info.value.uri, info.value.dataset, info.value.event_index) == ("gs://b/f.h5", "energy", 42)
+    assert info.value.reason == original.reason
+    _raise_input_error(RuntimeError("disk full"))  # anything else is left to the caller
 
 
 def test_skip_policy_counts_bad_events_by_reason(tmp_path, bad_file):
