@@ -12,11 +12,15 @@ from trainer.presets import ModelPreset, generator_output_shape
 HEADS = ("realfake", "energy", "angle", "ecal_sum")
 
 
-def build_generator(preset: ModelPreset, precision: str = "float32") -> keras.Model:
+def build_generator(preset: ModelPreset, precision: str = "float32",
+                    sync_batch_norm: bool = False) -> keras.Model:
     """Functional generator: latent [E/scale, angle, noise...] -> power-transformed shower.
 
     The dtype policy is passed to every layer instead of set globally, so a float32 copy
     for export can be built in the same process as a mixed-precision training model.
+    sync_batch_norm makes BatchNormalization use global-batch statistics across replicas:
+    Keras 3 keeps one unsynchronised moving-statistics copy per replica otherwise, so
+    workers would end with different generators.
 
     Raises:
         ValueError: if the recipe does not produce the preset's image shape.
@@ -38,7 +42,8 @@ def build_generator(preset: ModelPreset, precision: str = "float32") -> keras.Mo
                                 kernel_initializer=conv.initializer, dtype=dt, name=f"conv{i}")(x)
         x = keras.layers.ReLU(dtype=dt, name=f"relu{i}")(x)
         if conv.batch_norm:
-            x = keras.layers.BatchNormalization(epsilon=spec.bn_epsilon, dtype=dt, name=f"bn{i}")(x)
+            x = keras.layers.BatchNormalization(epsilon=spec.bn_epsilon, synchronized=sync_batch_norm,
+                                                dtype=dt, name=f"bn{i}")(x)
     out = spec.output
     if any(out.padding):
         x = keras.layers.ZeroPadding3D(out.padding, dtype=dt, name="pad_out")(x)
@@ -105,7 +110,8 @@ class Discriminator(keras.Model):
     see identical dropout masks, and no stateful RNG variable needs syncing across replicas.
     """
 
-    def __init__(self, preset: ModelPreset, precision: str = "float32", **kwargs):
+    def __init__(self, preset: ModelPreset, precision: str = "float32",
+                 sync_batch_norm: bool = False, **kwargs):
         super().__init__(name=kwargs.pop("name", f"discriminator_{preset.name}"), **kwargs)
         spec = preset.discriminator
         dt = precision
@@ -124,7 +130,8 @@ class Discriminator(keras.Model):
                                               dtype=dt, name=f"conv{i}"))
             layers.append(keras.layers.LeakyReLU(spec.leaky_alpha, dtype=dt, name=f"leaky{i}"))
             if block.batch_norm:
-                layers.append(keras.layers.BatchNormalization(dtype=dt, name=f"bn{i}"))
+                layers.append(keras.layers.BatchNormalization(synchronized=sync_batch_norm,
+                                                              dtype=dt, name=f"bn{i}"))
             self.blocks.append(layers)
         # float32: CPUs have no float16 AvgPool3D kernel, and pooling costs nothing either way.
         self.pool = keras.layers.AveragePooling3D(spec.pool, dtype="float32", name="pool")

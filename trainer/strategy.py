@@ -65,8 +65,8 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
 def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     """Build the tf.distribute strategy called `name`.
 
-    auto: a TPU if one resolves, else several GPUs -> mirrored, one GPU -> one_device,
-    a multi-worker TF_CONFIG -> multi_worker, else the default (CPU) strategy.
+    auto: a TF_CONFIG with several workers -> multi_worker; else a TPU if one resolves; else
+    several GPUs -> mirrored, one GPU -> one_device, else the default (CPU) strategy.
     mirrored runs over the local GPUs, or over several logical CPU devices when there is no
     GPU (tests). multi_worker reads TF_CONFIG; collectives use NCCL on GPU and ring on CPU.
 
@@ -81,28 +81,26 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     key = (name or "").lower()
     if key not in STRATEGIES:
         raise ValueError(f"strategy={name!r} is not one of {', '.join(STRATEGIES)}")
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical devices only: listing logical devices would initialise the runtime, after
+    # which MultiWorkerMirroredStrategy can no longer configure its collectives.
+    gpus = tf.config.list_physical_devices("GPU")
     if key == "auto":
-        try:
-            return _tpu_strategy(tpu)
-        except HardwareNotFoundError:
-            pass
-        if len(gpus) > 1:
-            key = "mirrored"
-        elif cluster_workers() > 1:
+        if cluster_workers() > 1:
             key = "multi_worker"
-        elif len(gpus) == 1:
-            key = "one_device"
         else:
-            key = "default"
+            try:
+                return _tpu_strategy(tpu)
+            except HardwareNotFoundError:
+                pass
+            key = "mirrored" if len(gpus) > 1 else "one_device" if gpus else "default"
         log.info("strategy auto -> %s", key)
     if key == "default":
         return tf.distribute.get_strategy()
     if key == "one_device":
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if key == "mirrored":
         if gpus:
-            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+            return tf.distribute.MirroredStrategy()  # every local GPU
         cpus = tf.config.list_logical_devices("CPU")
         if len(cpus) < 2:
             raise HardwareNotFoundError(
@@ -136,7 +134,7 @@ def device_kind(strategy: tf.distribute.Strategy) -> str:
     """A short label of the hardware the strategy runs on (for summary.json)."""
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "tpu"
-    if tf.config.list_logical_devices("GPU"):
+    if tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
         return f"gpu:{details.get('device_name', 'unknown')}"
     return "cpu"

@@ -237,8 +237,9 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
         uri.makedirs(out)
     with strategy.scope():
         keras.utils.set_random_seed(config.seed)
-        generator = build_generator(preset, config.precision)
-        discriminator = Discriminator(preset, config.precision)
+        sync_bn = replicas > 1
+        generator = build_generator(preset, config.precision, sync_batch_norm=sync_bn)
+        discriminator = Discriminator(preset, config.precision, sync_batch_norm=sync_bn)
         d_opt = _make_optimizer(lr, config.precision)
         g_opt = _make_optimizer(lr, config.precision)
         # Keras 3 + tf.distribute: optimizer slots must exist before the first strategy.run.
