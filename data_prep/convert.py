@@ -328,6 +328,36 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     )
 
 
+def _wait_with_progress(result, n_events: int, poll_s: float = 30.0) -> None:
+    """Wait for the job; while a remote runner (Dataflow, Flink, ...) works, log events done,
+    rate and ETA from the workers' counters every poll_s seconds.
+
+    Local runners return from run() when the job has finished, so this only waits on them; their
+    workers log their own rate lines.
+    """
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.runners.runner import PipelineState
+
+    from data_prep.transforms import METRICS_NAMESPACE
+
+    t0 = time.monotonic()
+    while not PipelineState.is_terminal(result.state):
+        result.wait_until_finish(duration=int(poll_s * 1000))
+        if PipelineState.is_terminal(result.state):
+            break
+        try:
+            counters = result.metrics().query(
+                MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name("PreprocessEvents_events"))["counters"]
+            done = sum(c.attempted or 0 for c in counters)
+        except Exception:  # metrics are best effort while a job runs
+            continue
+        elapsed = time.monotonic() - t0
+        rate = done / max(elapsed, 1e-9)
+        eta = (n_events - done) / rate if rate > 0 else float("nan")
+        _LOG.info("BeamJob: %d/%d events preprocessed, %.0f events/s, ETA %.0f s", done, n_events, rate, eta)
+    result.wait_until_finish()
+
+
 _INPUT_ERROR_TEXT = re.compile(
     r"InputValidationError: file (?P<uri>.+?)(?:, dataset '(?P<dataset>[^']*)')?(?:, event (?P<event>\d+))?: "
     r"(?P<reason>.+?)(?: \[while running .*)?$",
@@ -449,7 +479,7 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
         build_pipeline(pipeline, config, sources, staging, shards)
         try:
             result = pipeline.run()
-            result.wait_until_finish()
+            _wait_with_progress(result, n_events)
         except Exception as exc:
             _raise_input_error(exc)
             raise

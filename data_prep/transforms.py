@@ -69,6 +69,8 @@ class _Progress:
             self._last_log = now
             _LOG.info("%s: %d events on this worker, %.1f events/s", self.stage, self._seen,
                       self._seen / max(now - self._t0, 1e-9))
+            # the job-wide count, rate and ETA are logged by the driver (convert._log_stage_rates,
+            # and convert._wait_with_progress while a remote job runs)
 
 
 def empty_stats() -> dict[str, Any]:
