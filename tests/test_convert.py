@@ -147,16 +147,20 @@ def test_dense_conversion_manifest_is_complete_and_consistent(dense_dataset, mc_
     assert set(manifest["versions"]) >= {"python", "tensorflow", "apache_beam", "numpy", "h5py"}
     assert manifest["config"]["encoding"] == "dense" and manifest["seed"] == 0
     assert len(manifest["content_hash"]) == 64
-    # the decoded records match the preprocessed source events
+    # every decoded test record is exactly a preprocessed source event (matched by energy)
     data = load_split_numpy(out, "test")
     assert data["ecal"].shape == (manifest["counts"]["test"], 51, 51, 25)
-    block = h5layout.read_events(mc_files[0], 0, 120)
-    raw = block.ecal.reshape(120, -1)
-    raw = np.where(raw < PreprocessConfig().threshold, 0, raw).sum(axis=1)
-    j = int(np.argmin(np.abs(block.energy[:, None] - data["energy"][None, :]).min(axis=1)))
-    match = np.flatnonzero(data["energy"] == block.energy[j])
-    if match.size:  # the nearest-energy event of file 0 is in the test split
-        np.testing.assert_allclose(data["ecal_sum"][match[0]], raw[j], rtol=1e-5)
+    matched = 0
+    for path in mc_files:
+        processed, _ = preprocess_block(h5layout.read_events(path, 0, 120), PreprocessConfig())
+        for i, energy in enumerate(processed.energy):
+            hit = np.flatnonzero(data["energy"] == energy)
+            if hit.size:
+                matched += 1
+                np.testing.assert_array_equal(data["ecal"][hit[0]], processed.ecal[i])
+                for key in ("theta", "mtheta", "ecal_sum"):
+                    assert data[key][hit[0]] == getattr(processed, key)[i], key
+    assert matched == manifest["counts"]["test"]
 
 
 def test_same_inputs_give_same_content_hash_and_seed_changes_it(tmp_path, dense_dataset, mc_files):
