@@ -22,30 +22,40 @@ def mc_files(tmp_path_factory):
     return generate_files(MonteCarloConfig(n_events=160, events_per_file=80, seed=5, chunk_events=16), str(folder))
 
 
-def test_uri_layer_round_trip(gcs_bucket, tmp_path):
-    base = f"gs://{gcs_bucket}/dir"
+@pytest.fixture(params=["local", "gcs"])
+def storage_root(request, tmp_path):
+    """The same uri-layer assertions run on a local folder and on an emulator bucket."""
+    if request.param == "local":
+        return str(tmp_path / "root")
+    return f"gs://{request.getfixturevalue('gcs_bucket')}"
+
+
+def test_uri_layer_round_trip(storage_root, tmp_path):
+    base = uri.join(storage_root, "dir")
     uri.write_text(uri.join(base, "a.txt"), "alpha")
     uri.write_bytes(uri.join(base, "sub", "b.bin"), b"\x00\x01" * 1000)
-    uri.write_text(f"gs://{gcs_bucket}/dir2/c.txt", "not under dir/")
-    assert uri.read_text(f"{base}/a.txt") == "alpha"
-    assert uri.exists(f"{base}/a.txt") and not uri.exists(f"{base}/zzz")
-    assert uri.list_files(base) == [f"{base}/a.txt", f"{base}/sub/b.bin"]
-    assert uri.glob(f"{base}/*.txt") == [f"{base}/a.txt"]
-    assert uri.size(f"{base}/sub/b.bin") == 2000
+    uri.write_text(uri.join(storage_root, "dir2", "c.txt"), "not under dir/")
+    a, b = uri.join(base, "a.txt"), uri.join(base, "sub", "b.bin")
+    assert uri.read_text(a) == "alpha"
+    assert uri.exists(a) and not uri.exists(uri.join(base, "zzz"))
+    assert uri.list_files(base) == [a, b]
+    assert uri.glob(uri.join(base, "*.txt")) == [a]
+    assert uri.size(b) == 2000 and uri.basename(b) == "b.bin"
     local = tmp_path / "b.bin"
     local.write_bytes(b"\x00\x01" * 1000)
-    assert uri.sha256(f"{base}/sub/b.bin") == uri.sha256(str(local))
-    with uri.open_read(f"{base}/sub/b.bin") as fh:  # seekable, as h5py needs
+    assert uri.sha256(b) == uri.sha256(str(local))
+    with uri.open_read(b) as fh:  # seekable, as h5py needs
         fh.seek(1998)
         assert fh.read() == b"\x00\x01"
-    uri.rename(f"{base}/a.txt", f"{base}/moved.txt")
-    assert not uri.exists(f"{base}/a.txt") and uri.read_text(f"{base}/moved.txt") == "alpha"
+    moved = uri.join(base, "moved.txt")
+    uri.rename(a, moved)
+    assert not uri.exists(a) and uri.read_text(moved) == "alpha"
     with pytest.raises(FileNotFoundError, match="zzz"):
-        uri.read_bytes(f"{base}/zzz")
+        uri.read_bytes(uri.join(base, "zzz"))
     with pytest.raises(FileNotFoundError):
-        uri.open_read(f"{base}/zzz")
+        uri.open_read(uri.join(base, "zzz"))
     uri.delete_tree(base)
-    assert uri.list_files(base) == [] and uri.exists(f"gs://{gcs_bucket}/dir2/c.txt")
+    assert uri.list_files(base) == [] and uri.exists(uri.join(storage_root, "dir2", "c.txt"))
 
 
 def test_convert_gcs_to_gcs_end_to_end(gcs_bucket, mc_files, tmp_path):
