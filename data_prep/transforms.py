@@ -171,7 +171,9 @@ class _ValidateFn(beam.DoFn):
                 keep = ~np.isin(block.event_index, bad_index)
                 for b in bad:
                     stats[f"bad:{b.reason}"] = stats.get(f"bad:{b.reason}", 0) + 1
-                    _LOG.warning("skipping bad event: file %s, event %d: %s", block.uri, b.event_index, b.reason)
+                _LOG.warning("skipping %d bad events of file %s, events %d..%d (first: event %d, %s)", len(bad),
+                             block.uri, int(block.event_index[0]), int(block.event_index[-1]),
+                             bad[0].event_index, bad[0].reason)
                 block = h5layout.EventBlock(
                     ecal=block.ecal[keep],
                     energy=block.energy[keep],
