@@ -60,6 +60,12 @@ for loop in ("custom", "builtin"):
     r = train(cfg, dataset_fn=in_memory_dataset_fn(arrays))
     out[loop] = {"digest": r.weights_digest, "replicas": r.replicas, "lr": r.learning_rate,
                  "global_batch": r.global_batch_size, "strategy_class": r.extra["strategy_class"]}
+try:
+    train(TrainConfig(output_dir=sys.argv[1] + "/jit", preset="tiny", strategy="mirrored", jit_compile=True,
+                      batch_size_per_replica=2, max_steps=1), dataset_fn=in_memory_dataset_fn(arrays))
+    out["jit_error"] = ""
+except ValueError as err:
+    out["jit_error"] = str(err)
 print(json.dumps(out))
 """
 
@@ -74,6 +80,8 @@ def test_mirrored_over_two_logical_cpus_both_loops_agree(tmp_path):
         assert out[loop]["strategy_class"] == "MirroredStrategy"
         assert out[loop]["lr"] == pytest.approx(2e-3)  # linear scaling, recorded
     assert out["custom"]["digest"] == out["builtin"]["digest"]
+    # XLA cannot compile one step over several logical CPU devices: refused up front.
+    assert "not supported by XLA" in out["jit_error"]
 
 
 def _free_ports(n):

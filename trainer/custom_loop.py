@@ -27,14 +27,21 @@ class CustomLoop:
             return gan_step(generator, discriminator, d_optimizer, g_optimizer, batch,
                             step_value, settings, global_batch_size)
 
-        self._replica_step = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
+        def all_replicas_step(batch, step_value):
+            return strategy.run(replica_step, args=(batch, step_value))
+
+        # As keras does: XLA compiles the call that runs every replica, not the per-replica
+        # function (a jitted per-replica function is placed on the first device and cannot
+        # reach the other replicas' variables).
+        self._all_replicas_step = (tf.function(all_replicas_step, jit_compile=True)
+                                   if jit_compile else all_replicas_step)
         self._multi_step = tf.function(self._steps)
 
     def _steps(self, iterator, n: tf.Tensor) -> tf.Tensor:
         totals = tf.zeros([len(LOG_KEYS)], tf.float32)
         for _ in tf.range(n):
             batch = next(iterator)
-            per_replica = self.strategy.run(self._replica_step, args=(batch, self.step.read_value()))
+            per_replica = self._all_replicas_step(batch, self.step.read_value())
             reduced = [self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
                        for k in LOG_KEYS]
             totals += tf.stack(reduced)

@@ -49,11 +49,14 @@ class GAN(keras.Model):
             return super().make_train_function(force)
         if self.train_function is not None and not force:
             return self.train_function
-        replica_step = (tf.function(self.train_step, jit_compile=True) if self.jit_compile
-                        else self.train_step)
+        def all_replicas_step(data):
+            return strategy.run(self.train_step, args=(data,))
+
+        if self.jit_compile:  # as keras: XLA compiles the call over all replicas
+            all_replicas_step = tf.function(all_replicas_step, jit_compile=True)
 
         def one_step(data):
-            per_replica = strategy.run(replica_step, args=(data,))
+            per_replica = all_replicas_step(data)
             # Values are already summed over replicas: take the first replica's copy.
             return {key: strategy.experimental_local_results(v)[0]
                     for key, v in per_replica.items()}

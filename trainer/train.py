@@ -206,6 +206,14 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
     global_batch = config.batch_size_per_replica * replicas
     lr = scaled_learning_rate(config.learning_rate, replicas, config.lr_scaling)
     task_type, task_id, chief = task_info(strategy)
+    try:
+        local_devices = len(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy has one device and no worker_devices
+        local_devices = 1
+    if config.jit_compile and local_devices > 1 and device_kind(strategy) == "cpu":
+        raise ValueError("jit_compile=True with several replicas on one CPU host is not supported "
+                         "by XLA (it places the step on the first device and cannot reach the other "
+                         f"replicas' variables); got {local_devices} local CPU replicas")
 
     steps_per_epoch = config.steps_per_epoch
     if dataset_fn is None:
