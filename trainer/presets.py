@@ -130,9 +130,9 @@ SMALL = ModelPreset(
         output=ConvSpec(1, (2, 2, 1), batch_norm=False, initializer="glorot_normal"),
     ),
     discriminator=DiscriminatorSpec(
-        first_filters=4,
+        first_filters=2,
         first_kernel=(3, 3, 3),
-        blocks=(DiscBlockSpec(4, (3, 3, 3)),),
+        blocks=(DiscBlockSpec(4, (2, 2, 2)),),
         pool=(2, 2, 2),
     ),
     description="reduced 3DGAN on 51x51x25 for CPUs and the embedded demo",
