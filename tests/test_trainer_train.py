@@ -158,3 +158,9 @@ def test_empty_generated_showers_stop_training(tmp_path):
 def test_dataset_image_shape_must_match_the_preset(manifest, tmp_path):
     with pytest.raises(ValueError, match=r"has images \(51, 51, 25\) but preset 'fixed_angle' makes \(25, 25, 25\)"):
         train(tiny_config(manifest, tmp_path, preset="fixed_angle"))
+
+
+def test_incomplete_generator_folder_is_named(tmp_path):
+    (tmp_path / "generator.keras").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="generator_config.json does not exist"):
+        load_generator(str(tmp_path))
