@@ -27,7 +27,7 @@ class PipelineParams:
         on_bad_event: `fail` or `skip` for events that fail validation.
         beam_args: extra Beam pipeline flags, space separated (e.g. `--runner=DataflowRunner ...`).
         preset: model preset (`small`, `full`, `fixed_angle`, `tiny`).
-        training_loop: `custom` (strategy.run loop) or `keras` (compile/fit).
+        training_loop: `custom` (strategy.run loop) or `builtin` (keras compile/fit).
         epochs: passes over the training split.
         max_steps: stop after this many steps (0 = no limit; the demo caps its training this way).
         batch_size_per_replica: events per replica and step.
