@@ -21,6 +21,7 @@ from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
 from data_prep.errors import InputValidationError
 from data_prep.preprocess import PreprocessConfig, preprocess_block
+from data_prep.strict_fields import reject_unknown_keys
 
 _LOG = logging.getLogger(__name__)
 
@@ -125,10 +126,7 @@ class ConvertConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConvertConfig":
         """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"ConvertConfig: unknown keys {sorted(unknown)}; known {sorted(known)}")
+        reject_unknown_keys(cls, data, "ConvertConfig")
         return cls(**data)
 
 

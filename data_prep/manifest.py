@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from data_prep import uri as uri_lib
+from data_prep.strict_fields import reject_unknown_keys
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -124,10 +125,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
         """Build from a dict; unknown keys are an error so a newer format is not misread."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"manifest: unknown keys {sorted(unknown)}; known {sorted(known)}")
+        reject_unknown_keys(cls, data, "manifest")
         return cls(**data)
 
     def shard_names(self, split: str) -> list[str]:

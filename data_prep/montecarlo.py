@@ -36,6 +36,7 @@ from data_prep.h5layout import (
     LAYOUTS,
 )
 from data_prep.mc_shower import ShowerParams, simulate_showers
+from data_prep.strict_fields import reject_unknown_keys
 
 _LOG = logging.getLogger(__name__)
 
@@ -170,10 +171,7 @@ class MonteCarloConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "MonteCarloConfig":
         """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"MonteCarloConfig: unknown keys {sorted(unknown)}; known {sorted(known)}")
+        reject_unknown_keys(cls, data, "MonteCarloConfig")
         return cls(**data)
 
 

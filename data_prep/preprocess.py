@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.h5layout import EventBlock
+from data_prep.strict_fields import reject_unknown_keys
 
 ANGLE_KEYS = ("mtheta", "theta")
 
@@ -51,10 +52,7 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
         """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"PreprocessConfig: unknown keys {sorted(unknown)}; known {sorted(known)}")
+        reject_unknown_keys(cls, data, "PreprocessConfig")
         return cls(**data)
 
 

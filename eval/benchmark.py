@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Sequence
+from data_prep.strict_fields import reject_unknown_keys
 
 LOG = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ class BenchmarkConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BenchmarkConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown BenchmarkConfig field(s): {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "BenchmarkConfig")
         return cls(**d)
 
 

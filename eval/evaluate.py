@@ -30,6 +30,7 @@ from eval import calochallenge as cc
 from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
 from eval.metrics import BinningConfig, Tolerances, compare_physics, verdict
 from eval.report import build_figures, render_html
+from data_prep.strict_fields import reject_unknown_keys
 
 LOG = logging.getLogger(__name__)
 
@@ -146,10 +147,7 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown EvalConfig field(s): {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "EvalConfig")
         return cls(**d)
 
 

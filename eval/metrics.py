@@ -18,7 +18,7 @@ Definitions (docs/eval.md repeats them):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 

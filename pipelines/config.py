@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+from data_prep.strict_fields import reject_unknown_keys
 
 
 @dataclass
@@ -74,10 +75,7 @@ class PipelineParams:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PipelineParams":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown pipeline parameter(s) {unknown}; valid: {sorted(known)}")
+        reject_unknown_keys(cls, values, "pipeline parameters")
         return cls(**values)
 
     def with_overrides(self, overrides: dict[str, str]) -> "PipelineParams":

@@ -196,5 +196,5 @@ def test_collect_reads_and_writes_gcs(gcs_bucket, tmp_path):
 def test_benchmark_config_round_trip(tmp_path):
     cfg = config(tmp_path, warmup_steps=4, baseline="b.json")
     assert BenchmarkConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match="unknown BenchmarkConfig field"):
+    with pytest.raises(ValueError, match="BenchmarkConfig: unknown keys"):
         BenchmarkConfig.from_dict({**cfg.to_dict(), "warmup": 1})

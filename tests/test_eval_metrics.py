@@ -167,7 +167,7 @@ def test_eval_config_round_trips_and_cli_maps_fields():
     cfg = EvalConfig(data="gs://b/m.json", generator_dir="g", output_dir="o", energy_centres=(110, 150), tol_factor=2)
     again = EvalConfig.from_dict(_json.loads(_json.dumps(cfg.to_dict())))
     assert again == cfg and again.energy_centres == (110.0, 150.0)
-    with pytest.raises(ValueError, match="unknown EvalConfig field"):
+    with pytest.raises(ValueError, match="EvalConfig: unknown keys"):
         EvalConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     args = build_parser().parse_args(
         ["--data", "d", "--generator-dir", "g", "--output-dir", "o", "--energy-centres", "110,150",

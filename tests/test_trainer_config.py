@@ -32,7 +32,7 @@ def test_bad_config_values_are_named(field, value, match):
 
 
 def test_unknown_config_key_is_rejected():
-    with pytest.raises(ValueError, match="no field"):
+    with pytest.raises(ValueError, match="TrainConfig: unknown keys \\[.batchsize.\\]"):
         TrainConfig.from_dict({"batchsize": 3})
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
+from data_prep.strict_fields import reject_unknown_keys
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -126,10 +127,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"TrainConfig has no field(s) {unknown}; valid: {sorted(names)}")
+        reject_unknown_keys(cls, data, "TrainConfig")
         return cls(**data)
 
     def to_json(self) -> str:
