@@ -36,12 +36,19 @@ class RunSummary:
 
 
 def _move_artifact(src: str, dst: str) -> None:
-    """Moves (renames, within one file system) a stage's artifact folder or file to dst/."""
+    """Moves (renames, within one file system) a stage's artifact folder or file to dst/.
+
+    A symbolic link is left at the old place: the stages' own records (benchmark.json's inputs,
+    kfp's executor outputs) name the kfp.local paths, and those keep resolving.
+    """
     if os.path.isdir(src):
         shutil.move(src, dst)
+        os.symlink(os.path.abspath(dst), src, target_is_directory=True)
     elif os.path.isfile(src):
         os.makedirs(dst, exist_ok=True)
-        shutil.move(src, os.path.join(dst, os.path.basename(src)))
+        moved = os.path.join(dst, os.path.basename(src))
+        shutil.move(src, moved)
+        os.symlink(os.path.abspath(moved), src)
     else:
         raise FileNotFoundError(f"stage output {src!r} is missing: the stage did not write its artifact")
 

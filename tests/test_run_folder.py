@@ -42,6 +42,9 @@ def test_collects_stages_and_links_outputs(tmp_path):
     assert "PASSED" in index
     saved = json.loads((run_dir / "run.json").read_text())
     assert saved["parameters"] == {"preset": "small"}
+    # paths recorded by the stages (kfp.local locations) still resolve after the move
+    assert os.path.realpath(artifacts["model"]) == os.path.realpath(run_dir / "model")
+    assert os.path.exists(os.path.join(artifacts["model"], "generator", "generator.keras"))
 
 
 def test_missing_artifact_leaves_no_index(tmp_path):
