@@ -20,6 +20,19 @@ def location(artifact: Any) -> str:
     return artifact.path
 
 
+def uri_of(artifact: Any, local_path: str) -> str:
+    """The URI of a file written under the artifact's local path.
+
+    On Vertex AI the local path is the FUSE mount of the artifact's gs:// uri; remote workers
+    (Dataflow) cannot see that mount, so files handed to them must be named by gs:// URI.
+    """
+    uri = artifact.uri.rstrip("/")
+    root = artifact.path.rstrip("/")
+    if uri.startswith("gs://") and local_path.startswith(root + "/"):
+        return uri + local_path[len(root):]
+    return local_path
+
+
 def local_dir(artifact: Any) -> str:
     """A local folder at the artifact's path (FUSE-mounted on Vertex), created if needed."""
     os.makedirs(artifact.path, exist_ok=True)

@@ -18,7 +18,7 @@ def prepare_raw_data(
     raw_data: Output[Dataset],
 ):
     """Writes Monte Carlo HDF5 files, or validates and lists the user's real files at input_uri."""
-    from components.artifacts import local_dir, write_json
+    from components.artifacts import local_dir, uri_of, write_json
     from data_prep.sources import describe_sources, list_hdf5
 
     out_dir = local_dir(raw_data)
@@ -39,6 +39,8 @@ def prepare_raw_data(
         raw_data.metadata["source"] = "monte_carlo"
         raw_data.metadata["mc_config"] = config.to_dict()
     description = describe_sources(files)
+    for entry in description["files"]:
+        entry["uri"] = uri_of(raw_data, entry["uri"])  # gs:// for remote Beam workers on Vertex
     write_json(out_dir, "files.json", description)
     raw_data.metadata["files"] = len(files)
     raw_data.metadata["events"] = sum(f["n_events"] for f in description["files"])
