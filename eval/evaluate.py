@@ -81,27 +81,28 @@ class EvalConfig:
     batch_size: int = 64
     split: str = "test"
     hit_threshold_gev: float = DEFAULT_HIT_THRESHOLD_GEV
-    energy_centres: tuple[float, ...] = ()
-    energy_half_width: float = 5.0
-    n_energy_bins: int = 4
-    angle_centres_deg: tuple[float, ...] = (62.0, 90.0, 118.0)
-    angle_half_width_rad: float = 0.1
-    min_events_per_bin: int = 5
+    # Binning and tolerance defaults come from eval.metrics' own dataclasses: one source.
+    energy_centres: tuple[float, ...] = BinningConfig.energy_centres
+    energy_half_width: float = BinningConfig.energy_half_width
+    n_energy_bins: int = BinningConfig.n_energy_bins
+    angle_centres_deg: tuple[float, ...] = BinningConfig.angle_centres_deg
+    angle_half_width_rad: float = BinningConfig.angle_half_width_rad
+    min_events_per_bin: int = BinningConfig.min_events_per_bin
     histogram_bins: int = 40
     classifier_l2: float = 1e-2
     fpd_points: int = 5
     kpd_batch_size: int = 1000
     kpd_batches: int = 10
-    tol_factor: float = 3.0
-    tol_sampling_fraction: float = 0.05
-    tol_shape: float = 0.10
-    tol_moment: float = 0.05
-    tol_angle: float = 0.02
-    tol_auc: float = 0.15
-    tol_fpd_x1e3: float = 200.0
-    tol_kpd_x1e3: float = 20.0
-    tol_max_empty_fraction: float = 0.01
-    tol_n_sigma: float = 3.0
+    tol_factor: float = Tolerances.factor
+    tol_sampling_fraction: float = Tolerances.sampling_fraction
+    tol_shape: float = Tolerances.shape
+    tol_moment: float = Tolerances.moment
+    tol_angle: float = Tolerances.angle
+    tol_auc: float = Tolerances.auc
+    tol_fpd_x1e3: float = Tolerances.fpd_x1e3
+    tol_kpd_x1e3: float = Tolerances.kpd_x1e3
+    tol_max_empty_fraction: float = Tolerances.max_empty_fraction
+    tol_n_sigma: float = Tolerances.n_sigma
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
