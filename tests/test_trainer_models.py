@@ -36,7 +36,7 @@ def conv_params(k, cin, cout):
 
 
 def test_full_generator_layer_shapes_and_parameter_count():
-    gen = build_generator(get_preset("full"))
+    gen = build_generator(get_preset("full"), implementation="keras")  # the published layers
     table = generator_layer_table(gen)
     assert [(name, shape) for name, shape, _ in table[1:]] == FULL_GENERATOR_SHAPES
     # BN layers carry gamma, beta, moving mean and moving variance: 4 values per channel.
@@ -46,6 +46,11 @@ def test_full_generator_layer_shapes_and_parameter_count():
                 + conv_params((3, 3, 3), 6, 6) + conv_params((2, 2, 2), 6, 1) + 4 * 8 + 4 * 6 * 4)
     assert gen.count_params() == expected == 1_365_047  # "about 1.37 M" (conventions.md)
     assert dict((n, p) for n, _, p in table)["conv0"] == conv_params((6, 6, 8), 8, 8)
+    # The training form folds the upsampling into conv0; every other layer is the same.
+    fused = build_generator(get_preset("full"))
+    fused_table = [(n, s) for n, s, _ in generator_layer_table(fused)[1:]]
+    assert fused_table == [row for row in FULL_GENERATOR_SHAPES if row[0] != "upsample"]
+    assert fused.count_params() == gen.count_params()
 
 
 def test_full_discriminator_layer_shapes_and_parameter_count():

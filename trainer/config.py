@@ -12,6 +12,7 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 LR_SCALINGS = ("none", "linear", "sqrt")
 LOOPS = ("custom", "builtin")
+LAYERS = ("fused", "keras")  # trainer.models.IMPLEMENTATIONS
 ANGLE_KEYS = ("mtheta", "theta")
 
 
@@ -36,6 +37,8 @@ class TrainConfig:
         steps_per_call: Steps per tf.function call (custom) or keras steps_per_execution.
         precision: float32 | mixed_bfloat16 | mixed_float16 (the latter with loss scaling).
         jit_compile: Compile the step with XLA.
+        layers: fused (trainer.layers' equivalent fast forms, the default) | keras (the stock
+            layers one by one, as the published code; for comparison and debugging).
         angle_key: Batch key used as the angle label (measured 'mtheta' by default).
         energy_scale: Energy label divisor (3DGAN uses E/100).
         loss_weights: Weights of (real/fake BCE, energy MAPE, angle MAE, ECAL-sum MAPE).
@@ -68,6 +71,7 @@ class TrainConfig:
     steps_per_call: int = 1
     precision: str = "float32"
     jit_compile: bool = False
+    layers: str = "fused"
     angle_key: str = "mtheta"
     energy_scale: float = 100.0
     loss_weights: tuple[float, float, float, float] = (3.0, 0.1, 25.0, 0.1)
@@ -94,6 +98,7 @@ class TrainConfig:
             "precision": PRECISIONS,
             "lr_scaling": LR_SCALINGS,
             "loop": LOOPS,
+            "layers": LAYERS,
             "angle_key": ANGLE_KEYS,
         }
         for name, valid in choices.items():

@@ -24,8 +24,10 @@ def export_generator(generator: keras.Model, preset_name: str, output_dir: str,
     """Write `output_dir`/generator.keras then generator_config.json (last, so a folder with a
     config is complete).
 
-    The exported model is a float32 copy built from the preset, so a generator trained in
-    mixed precision loads and runs anywhere.
+    The exported model is a float32 copy built from the preset with stock Keras layers
+    (implementation "keras": same weights, same function as the fused training model), so a
+    generator trained in mixed precision or with trainer.layers loads and runs anywhere,
+    without caloforge installed.
 
     Args:
         generator: Trained generator (any precision policy).
@@ -37,7 +39,7 @@ def export_generator(generator: keras.Model, preset_name: str, output_dir: str,
         The folder written.
     """
     preset = get_preset(preset_name)
-    model = build_generator(preset, "float32")
+    model = build_generator(preset, "float32", implementation="keras")
     model.set_weights([np.asarray(w, dtype=np.float32) for w in generator.get_weights()])
     config = {
         "latent_dim": preset.generator.latent_dim,

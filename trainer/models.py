@@ -7,13 +7,25 @@ import math
 import keras
 import tensorflow as tf
 
+from trainer import layers as fast
 from trainer.presets import ModelPreset, generator_output_shape
 
 HEADS = ("realfake", "energy", "angle", "ecal_sum")
 
+# How the networks are assembled. "fused": trainer.layers' equivalent forms (upsampling folded
+# into the first convolution, fused batch norm, multiply-mask dropout, Pow-free power gradient),
+# used for training. "keras": the stock layers one by one, as the published code builds them;
+# used for export (a .keras file that loads without caloforge) and as the benchmark reference.
+IMPLEMENTATIONS = ("fused", "keras")
+
+
+def _check_implementation(implementation: str) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}")
+
 
 def build_generator(preset: ModelPreset, precision: str = "float32",
-                    sync_batch_norm: bool = False) -> keras.Model:
+                    sync_batch_norm: bool = False, implementation: str = "fused") -> keras.Model:
     """Functional generator: latent [E/scale, angle, noise...] -> power-transformed shower.
 
     The dtype policy is passed to every layer instead of set globally, so a float32 copy
@@ -21,10 +33,16 @@ def build_generator(preset: ModelPreset, precision: str = "float32",
     sync_batch_norm makes BatchNormalization use global-batch statistics across replicas:
     Keras 3 keeps one unsynchronised moving-statistics copy per replica otherwise, so
     workers would end with different generators.
+    Both implementations hold the same weights in the same order (set_weights moves a trained
+    fused model into a stock one) and compute the same function.
 
     Raises:
-        ValueError: if the recipe does not produce the preset's image shape.
+        ValueError: if the recipe does not produce the preset's image shape, or for an unknown
+            implementation.
     """
+    _check_implementation(implementation)
+    fused = implementation == "fused"
+    batch_norm = fast.FastBatchNormalization if fused else keras.layers.BatchNormalization
     spec = preset.generator
     out_shape = generator_output_shape(spec)
     if tuple(out_shape) != tuple(preset.image_shape):
@@ -34,24 +52,38 @@ def build_generator(preset: ModelPreset, precision: str = "float32",
     latent = keras.Input(shape=(spec.latent_dim,), name="latent")
     x = keras.layers.Dense(math.prod(spec.seed_shape), dtype=dt, name="dense")(latent)
     x = keras.layers.Reshape(spec.seed_shape, dtype=dt, name="reshape")(x)
-    x = keras.layers.UpSampling3D(spec.upsampling, dtype=dt, name="upsample")(x)
+    first = spec.convs[0] if spec.convs else spec.output
+    fold_upsampling = fused and all(p <= u for p, u in zip(first.padding, spec.upsampling))
+    if not fold_upsampling:
+        x = keras.layers.UpSampling3D(spec.upsampling, dtype=dt, name="upsample")(x)
     for i, conv in enumerate(spec.convs):
-        if any(conv.padding):
-            x = keras.layers.ZeroPadding3D(conv.padding, dtype=dt, name=f"pad{i}")(x)
-        x = keras.layers.Conv3D(conv.filters, conv.kernel, padding="valid",
-                                kernel_initializer=conv.initializer, dtype=dt, name=f"conv{i}")(x)
+        if i == 0 and fold_upsampling:
+            x = fast.UpsampledConv3D(conv.filters, conv.kernel, spec.upsampling, conv.padding,
+                                     kernel_initializer=conv.initializer, dtype=dt, name="conv0")(x)
+        else:
+            x = _padded_conv(x, conv, dt, f"pad{i}", f"conv{i}")
         x = keras.layers.ReLU(dtype=dt, name=f"relu{i}")(x)
         if conv.batch_norm:
-            x = keras.layers.BatchNormalization(epsilon=spec.bn_epsilon, synchronized=sync_batch_norm,
-                                                dtype=dt, name=f"bn{i}")(x)
+            x = batch_norm(epsilon=spec.bn_epsilon, synchronized=sync_batch_norm,
+                           dtype=dt, name=f"bn{i}")(x)
     out = spec.output
-    if any(out.padding):
-        x = keras.layers.ZeroPadding3D(out.padding, dtype=dt, name="pad_out")(x)
-    x = keras.layers.Conv3D(1, out.kernel, padding="valid", kernel_initializer=out.initializer,
-                            dtype=dt, name="conv_out")(x)
+    if fold_upsampling and not spec.convs:
+        x = fast.UpsampledConv3D(1, out.kernel, spec.upsampling, out.padding,
+                                 kernel_initializer=out.initializer, dtype=dt, name="conv_out")(x)
+    else:
+        x = _padded_conv(x, out, dt, "pad_out", "conv_out", filters=1)
     # The output ReLU runs in float32 so exported showers and the physics heads are float32.
     image = keras.layers.ReLU(dtype="float32", name="shower")(x)
     return keras.Model(latent, image, name=f"generator_{preset.name}")
+
+
+def _padded_conv(x, conv, dtype: str, pad_name: str, conv_name: str, filters: int | None = None):
+    """[ZeroPadding3D] -> Conv3D(valid) of one generator recipe entry."""
+    if any(conv.padding):
+        x = keras.layers.ZeroPadding3D(conv.padding, dtype=dtype, name=pad_name)(x)
+    return keras.layers.Conv3D(conv.filters if filters is None else filters, conv.kernel,
+                               padding="valid", kernel_initializer=conv.initializer, dtype=dtype,
+                               name=conv_name)(x)
 
 
 def measured_angle_tf(raw: tf.Tensor) -> tf.Tensor:
@@ -67,7 +99,11 @@ def measured_angle_tf(raw: tf.Tensor) -> tf.Tensor:
     e = tf.nn.relu(tf.cast(raw, tf.float32))
     if e.shape.rank == 5:
         e = e[..., 0]
-    eyz = tf.reduce_sum(e, axis=1)  # (B, Y, Z)
+    return angle_from_yz_projection(tf.reduce_sum(e, axis=1))
+
+
+def angle_from_yz_projection(eyz: tf.Tensor) -> tf.Tensor:
+    """measured_angle_tf from the shower already summed over x: (B, Y, Z) -> (B,) radians."""
     ny, nz = eyz.shape[1], eyz.shape[2]
     y = tf.range(ny, dtype=tf.float32)
     z = tf.range(nz, dtype=tf.float32)
@@ -111,8 +147,12 @@ class Discriminator(keras.Model):
     """
 
     def __init__(self, preset: ModelPreset, precision: str = "float32",
-                 sync_batch_norm: bool = False, **kwargs):
+                 sync_batch_norm: bool = False, implementation: str = "fused", **kwargs):
         super().__init__(name=kwargs.pop("name", f"discriminator_{preset.name}"), **kwargs)
+        _check_implementation(implementation)
+        self.implementation = implementation
+        fused = implementation == "fused"
+        batch_norm = fast.FastBatchNormalization if fused else keras.layers.BatchNormalization
         spec = preset.discriminator
         dt = precision
         self.preset = preset
@@ -130,8 +170,7 @@ class Discriminator(keras.Model):
                                               dtype=dt, name=f"conv{i}"))
             layers.append(keras.layers.LeakyReLU(spec.leaky_alpha, dtype=dt, name=f"leaky{i}"))
             if block.batch_norm:
-                layers.append(keras.layers.BatchNormalization(synchronized=sync_batch_norm,
-                                                              dtype=dt, name=f"bn{i}"))
+                layers.append(batch_norm(synchronized=sync_batch_norm, dtype=dt, name=f"bn{i}"))
             self.blocks.append(layers)
         # float32: CPUs have no float16 AvgPool3D kernel, and pooling costs nothing either way.
         self.pool = keras.layers.AveragePooling3D(spec.pool, dtype="float32", name="pool")
@@ -148,17 +187,28 @@ class Discriminator(keras.Model):
         if not training or seed is None or self.dropout_rate <= 0:
             return x
         layer_seed = tf.random.experimental.stateless_fold_in(seed, index)
+        if self.implementation == "fused":
+            return fast.stateless_dropout(x, self.dropout_rate, layer_seed)
         return tf.nn.experimental.stateless_dropout(x, rate=self.dropout_rate, seed=layer_seed)
+
+    def _activation(self, layer: keras.layers.LeakyReLU, x: tf.Tensor) -> tf.Tensor:
+        if self.implementation == "fused":
+            return fast.leaky_relu(x, float(layer.negative_slope))
+        return layer(x)
 
     def features(self, images: tf.Tensor, training: bool = False,
                  dropout_seed: tf.Tensor | None = None) -> tf.Tensor:
         """Flattened trunk features (B, F)."""
-        x = self.first_act(self.first(images))
+        x = self._activation(self.first_act, self.first(images))
         x = self._dropout(x, training, dropout_seed, 0)
         for i, layers in enumerate(self.blocks):
             for layer in layers:
-                x = layer(x, training=training) if isinstance(
-                    layer, keras.layers.BatchNormalization) else layer(x)
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    x = layer(x, training=training)
+                elif isinstance(layer, keras.layers.LeakyReLU):
+                    x = self._activation(layer, x)
+                else:
+                    x = layer(x)
             x = self._dropout(x, training, dropout_seed, i + 1)
         return self.flatten(self.pool(x))
 
@@ -170,13 +220,20 @@ class Discriminator(keras.Model):
             dict of (B,) float32 tensors: realfake (logit), energy, angle (rad), ecal_sum (raw).
         """
         feats = self.features(images, training=training, dropout_seed=dropout_seed)
-        raw = invert_power_tf(images, self.power)
-        return {
+        heads = {
             "realfake": tf.cast(self.realfake(feats), tf.float32)[:, 0],
             "energy": tf.cast(self.energy(feats), tf.float32)[:, 0],
-            "angle": measured_angle_tf(raw),
-            "ecal_sum": ecal_sum_tf(raw),
         }
+        if self.implementation == "fused":
+            # One power pass and one x-projection shared by both parameter-free heads.
+            eyz = tf.reduce_sum(fast.invert_power(images, self.power)[..., 0], axis=1)
+            heads["angle"] = angle_from_yz_projection(eyz)
+            heads["ecal_sum"] = tf.reduce_sum(eyz, axis=[1, 2])
+        else:
+            raw = invert_power_tf(images, self.power)
+            heads["angle"] = measured_angle_tf(raw)
+            heads["ecal_sum"] = ecal_sum_tf(raw)
+        return heads
 
     def layer_table(self) -> list[tuple[str, tuple, int]]:
         """(layer name, output shape without batch, parameter count) along the trunk and heads."""

@@ -246,8 +246,10 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
     with strategy.scope():
         keras.utils.set_random_seed(config.seed)
         sync_bn = replicas > 1
-        generator = build_generator(preset, config.precision, sync_batch_norm=sync_bn)
-        discriminator = Discriminator(preset, config.precision, sync_batch_norm=sync_bn)
+        generator = build_generator(preset, config.precision, sync_batch_norm=sync_bn,
+                                    implementation=config.layers)
+        discriminator = Discriminator(preset, config.precision, sync_batch_norm=sync_bn,
+                                      implementation=config.layers)
         d_opt = _make_optimizer(lr, config.precision)
         g_opt = _make_optimizer(lr, config.precision)
         # Keras 3 + tf.distribute: optimizer slots must exist before the first strategy.run.
