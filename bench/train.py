@@ -40,7 +40,6 @@ import tensorflow as tf  # noqa: E402
 
 from trainer.custom_loop import CustomLoop  # noqa: E402
 from trainer.flops import discriminator_flops, generator_flops, step_flops  # noqa: E402
-from trainer.layers import UpsampledConv3D  # noqa: E402
 from trainer.gan import GAN  # noqa: E402
 from trainer.models import Discriminator, build_generator  # noqa: E402
 from trainer.presets import ModelPreset, get_preset  # noqa: E402
@@ -89,38 +88,70 @@ def prepare_custom(preset, data, batch, steps, per_call, implementation="fused")
     return timed
 
 
+class _ExecutionClock(keras.callbacks.Callback):
+    """Wall time at the end of every execution (steps_per_execution steps) of fit."""
+
+    def __init__(self):
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+
+
 def prepare_builtin(preset, data, batch, steps, per_call):
-    """Build and warm keras fit on the trainer's networks; return a steps/s timer."""
+    """Build and warm keras fit on the trainer's networks; return a steps/s timer.
+
+    The rate is fit's steady state: from the end of its first execution to the end of its
+    last, so fit's per-call start-up (data adapter, callbacks; paid once per training run, not
+    per step) is not charged to its steps.
+    """
     gen, disc, d_opt, g_opt, step = build(preset)
     settings = StepSettings(seed=1, latent_dim=preset.generator.latent_dim)
     gan = GAN(gen, disc, settings, batch, step)
     gan.compile(d_opt, g_opt, steps_per_execution=per_call)
     ds = tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch).prefetch(2)
     gan.fit(ds, epochs=1, steps_per_epoch=per_call, verbose=0)  # trace + warm-up
-    n = max(1, steps // per_call) * per_call
+    executions = max(1, steps // per_call)
 
     def timed() -> float:
-        t0 = time.perf_counter()
-        gan.fit(ds, epochs=1, steps_per_epoch=n, verbose=0)
-        return n / (time.perf_counter() - t0)
+        clock = _ExecutionClock()
+        gan.fit(ds, epochs=1, steps_per_epoch=(executions + 1) * per_call, verbose=0,
+                callbacks=[clock])
+        return executions * per_call / (clock.stamps[-1] - clock.stamps[0])
 
     return timed
 
 
+class _KerasStyleDiscriminator(keras.Model):
+    """The discriminator as Keras' fit/train_on_batch drives it: dropout draws fresh masks from
+    a stateful generator on every training call (trainer.models.Discriminator takes an explicit
+    seed, and applies no dropout without one)."""
+
+    def __init__(self, disc):
+        super().__init__(name="discriminator")
+        self.disc = disc
+
+    def call(self, images, training=False):
+        seed = (tf.random.uniform([2], 0, 2 ** 31 - 1, dtype=tf.int32) if training else None)
+        return self.disc(images, training=training, dropout_seed=seed)
+
+
 class _Combined(keras.Model):
-    """Generator followed by the (frozen) discriminator, as the original combined model."""
+    """Generator followed by the frozen discriminator in inference mode, as in gan_step."""
 
     def __init__(self, gen, disc):
         super().__init__(name="combined")
         self.gen, self.disc = gen, disc
 
     def call(self, latent, training=False):
-        return self.disc(self.gen(latent, training=training), training=training)
+        return self.disc(self.gen(latent, training=training), training=False)
 
 
 def prepare_reference(preset, data, batch, steps, implementation="keras"):
     """Build and warm the published code's train_on_batch loop; return a steps/s timer."""
-    gen, disc, _, _, _ = build(preset, implementation)
+    gen, bare_disc, _, _, _ = build(preset, implementation)
+    disc = _KerasStyleDiscriminator(bare_disc)
     losses = {"realfake": keras.losses.BinaryCrossentropy(from_logits=True),
               "energy": keras.losses.MeanAbsolutePercentageError(),
               "angle": keras.losses.MeanAbsoluteError(),
@@ -198,26 +229,6 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 10, rounds: int = 3) -
     return best
 
 
-def executed_generator_flops(preset: ModelPreset) -> int:
-    """Forward FLOPs per event the fused generator really computes.
-
-    As the model count, except that a folded first convolution (UpsampledConv3D) costs its
-    coarse-grid convolution: coarse outputs x taps x channels in x (phases x filters).
-    """
-    gen = build_generator(preset)
-    total = generator_flops(gen)
-    for layer in gen.layers:
-        if isinstance(layer, UpsampledConv3D):
-            kernel = tuple(int(d) for d in layer.kernel.shape)
-            coarse = [g[1] for g in layer._geometry]
-            taps = [(u - 1 + k - 1) // u + 1 for u, k in zip(layer.size, layer.kernel_size)]
-            phases = int(np.prod(layer.size))
-            out = tuple(int(d) for d in layer.output.shape[1:])
-            total -= 2 * int(np.prod(out)) * int(np.prod(kernel))
-            total += 2 * int(np.prod(coarse)) * int(np.prod(taps)) * kernel[3] * phases * kernel[4]
-    return total
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", help="preset of the loop comparison")
@@ -272,16 +283,21 @@ def main(argv=None) -> int:
     stock_gen = build_generator(full, implementation="keras")
     disc = Discriminator(full)
     g_model, d_model = generator_flops(stock_gen), discriminator_flops(disc)
-    g_exec = executed_generator_flops(full)
+    g_exec = generator_flops(build_generator(full))  # fused: what really runs
     model_per_event = step_flops(g_model, d_model)
     exec_per_event = step_flops(g_exec, d_model)
     print(f"full preset: {g_model / 2e9:.2f} GMAC generator ({g_exec / 2e9:.2f} executed with the "
           f"folded first convolution), {d_model / 2e9:.2f} GMAC discriminator forward per event; "
           f"{model_per_event / 1e9:.1f} GFLOP model, {exec_per_event / 1e9:.1f} GFLOP executed "
           f"per event per training step")
-    full_timer = prepare_custom(full, events(full, 4 * args.full_batch), args.full_batch,
-                                args.full_steps, 1)
-    full_rate = best_of_rounds({"full": full_timer}, args.rounds)["full"]
+    full_data = events(full, 4 * args.full_batch)
+    full_rates = best_of_rounds({
+        "fused": prepare_custom(full, full_data, args.full_batch, args.full_steps, 1),
+        "keras": prepare_custom(full, full_data, args.full_batch, args.full_steps, 1, "keras"),
+    }, args.rounds)
+    full_rate = full_rates["fused"]
+    print(f"full preset custom loop, stock layers: {full_rates['keras']:.3f} steps/s; fused "
+          f"layers {full_rate / full_rates['keras']:.2f} x faster")
     model_flops = full_rate * args.full_batch * model_per_event
     exec_flops = full_rate * args.full_batch * exec_per_event
     print(f"full preset training: {full_rate:.3f} steps/s at batch {args.full_batch}, "

@@ -8,6 +8,7 @@ import keras
 
 from trainer import layers as fast
 from trainer.export import export_generator, load_generator
+from trainer.flops import generator_flops
 from trainer.models import Discriminator, build_generator
 from trainer.presets import get_preset
 
@@ -151,3 +152,13 @@ def test_exported_generator_uses_stock_layers_and_reproduces_the_fused_model(tmp
     assert all(type(l).__module__.startswith("keras.") for l in loaded.layers)
     latent = tf.random.stateless_normal([2, preset.generator.latent_dim], seed=[1, 1])
     assert rel_err(generator(latent, training=False), loaded(latent, training=False)) < 1e-5
+
+
+def test_flop_counts_give_model_flops_for_stock_and_executed_flops_for_fused_generators():
+    preset = get_preset("full")
+    stock, fused = build_generator(preset, implementation="keras"), build_generator(preset)
+    assert round(generator_flops(stock) / 2e9, 2) == 3.06  # conventions.md: ~3.1 G (multiply-adds)
+    # conv0 on the fine grid: 49x49x41 outputs x 6x6x8 taps x 8 in x 8 out multiply-adds;
+    # folded: 10x10x8 coarse outputs x 2x2x3 taps x 8 in x (216 phases x 8 filters).
+    folded = 2 * (10 * 10 * 8) * (2 * 2 * 3) * 8 * (216 * 8)
+    assert generator_flops(stock) - generator_flops(fused) == 2 * 49 * 49 * 41 * 288 * 8 * 8 - folded

@@ -6,11 +6,24 @@ import math
 
 import keras
 
+from trainer.layers import UpsampledConv3D
 from trainer.models import Discriminator
+
+_COUNTED = (keras.layers.Conv3D, keras.layers.Dense, UpsampledConv3D)
 
 
 def _layer_flops(layer: keras.layers.Layer, in_shape: tuple, out_shape: tuple) -> int:
-    """2 x multiply-accumulates of a Conv3D or Dense layer (other layers are not counted)."""
+    """2 x multiply-accumulates of a Conv3D, Dense or UpsampledConv3D layer (others: 0).
+
+    An UpsampledConv3D counts what it executes: its coarse-grid convolution (coarse outputs x
+    taps x channels in x phases x filters), not the fine-grid Conv3D it equals. So a stock
+    network gives the model (published architecture) FLOPs and a fused one the executed FLOPs.
+    """
+    if isinstance(layer, UpsampledConv3D):
+        taps = [(u - 1 + k - 1) // u + 1 for u, k in zip(layer.size, layer.kernel_size)]
+        # Coarse grid with one zero cell before and `after` cells behind, "valid" convolution.
+        outputs = math.prod(n + 1 + g[0] - t + 1 for n, g, t in zip(in_shape[:3], layer._geometry, taps))
+        return 2 * outputs * math.prod(taps) * in_shape[-1] * math.prod(layer.size) * layer.filters
     if isinstance(layer, keras.layers.Conv3D):
         cin = in_shape[-1]
         return 2 * math.prod(out_shape[:-1]) * out_shape[-1] * math.prod(layer.kernel_size) * cin
@@ -20,10 +33,10 @@ def _layer_flops(layer: keras.layers.Layer, in_shape: tuple, out_shape: tuple) -
 
 
 def generator_flops(generator: keras.Model) -> int:
-    """Forward FLOPs per event of a functional generator (Conv3D and Dense only)."""
+    """Forward FLOPs per event of a functional generator (Conv3D, Dense, UpsampledConv3D)."""
     total = 0
     for layer in generator.layers:
-        if isinstance(layer, (keras.layers.Conv3D, keras.layers.Dense)):
+        if isinstance(layer, _COUNTED):
             total += _layer_flops(layer, tuple(layer.input.shape[1:]), tuple(layer.output.shape[1:]))
     return total
 
