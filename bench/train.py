@@ -14,12 +14,12 @@ Same preset, batch, data, float32 and machine for every loop:
     splits the gain into its loop part and its layer part.
 Each loop is timed in alternating rounds and its best round kept (the machine is shared and
 noisy; best-of-rounds treats every loop alike).
-Then the full preset trains a few steps (custom loop). Its FLOP/s are given two ways, over
-the same measured time: model FLOPs (the published architecture's Conv3D and Dense
-multiply-adds, backward = 2 forwards: the MFU convention, independent of how a layer is
-computed) and executed FLOPs (what the fused layers really compute: the generator's first
-convolution folded onto the coarse grid does far fewer); both are compared with a dense
-float32 matmul's FLOP/s measured in the same run.
+Then the full preset trains a few steps (custom loop), on fused and on stock layers. Its
+FLOP/s are given over the measured time as executed FLOPs (what really runs: the generator's
+first convolution folded onto the coarse grid does far fewer; backward = 2 forwards), the
+RESULT, and as model FLOPs (the published architecture's Conv3D and Dense multiply-adds
+whatever the implementation: the MFU convention), both against a dense float32 matmul's
+FLOP/s measured in the same run.
 Prints one line per figure and RESULT lines, headline (custom vs train_on_batch) last; exits 0.
 """
 
@@ -168,7 +168,8 @@ def prepare_reference(preset, data, batch, steps, implementation="keras"):
     def one_step():
         i = counter[0]
         counter[0] += 1
-        sl = slice((i * batch) % n_events, (i * batch) % n_events + batch)
+        start = (i % (n_events // batch)) * batch  # whole batches only
+        sl = slice(start, start + batch)
         real = data["ecal"][sl][..., None]
         energy, angle, esum = data["energy"][sl] / 100.0, data["mtheta"][sl], data["ecal_sum"][sl]
         cond = np.stack([energy, angle], 1)
@@ -305,10 +306,13 @@ def main(argv=None) -> int:
           f"{exec_flops / 1e9:.1f} GFLOP/s executed")
     matmul = matmul_flops_per_second(rounds=args.rounds + 1)
     print(f"dense float32 matmul 2048^3: {matmul / 1e9:.1f} GFLOP/s")
-    print(f"full preset executed FLOP/s: {100 * exec_flops / matmul:.1f} % of matmul "
-          f"(hardware utilisation of what runs)")
-
-    print(f"RESULT full_preset_vs_matmul_flops {100 * model_flops / matmul:.1f} % target >= 35")
+    stock_flops = full_rates["keras"] * args.full_batch * model_per_event
+    print(f"full preset model FLOP/s (published architecture's FLOPs over the fused run's time, "
+          f"the MFU convention): {100 * model_flops / matmul:.1f} % of matmul")
+    print(f"full preset on stock layers (executed = model FLOPs): {100 * stock_flops / matmul:.1f} "
+          f"% of matmul")
+    # The target is read as hardware utilisation: FLOPs that really run, per second.
+    print(f"RESULT full_preset_vs_matmul_flops {100 * exec_flops / matmul:.1f} % target >= 35")
     print(f"RESULT custom_vs_builtin {rate['custom'] / rate['builtin']:.2f} x target >= 1.2")
     print(f"RESULT custom_vs_train_on_batch {rate['custom'] / rate['reference']:.2f} x target >= 2")
     return 0

@@ -59,8 +59,21 @@ def test_upsampled_conv_rejects_padding_wider_than_a_coarse_cell():
         fast.UpsampledConv3D(2, (3, 3, 3), (2, 2, 2), (3, 0, 0), name="conv_x")
 
 
+def test_upsampled_conv_first_built_in_a_graph_then_used_eagerly_and_on_other_batches():
+    layer = fast.UpsampledConv3D(2, (3, 3, 3), (2, 2, 2), (1, 1, 1))
+    traced = tf.function(lambda x: layer(x))
+    shape_in_graph = traced(tf.ones([2, 4, 4, 3, 1])).shape
+    eager = layer(tf.ones([5, 4, 4, 3, 1]))  # eager, another batch size
+    assert tuple(shape_in_graph) == (2, 8, 8, 6, 2) and tuple(eager.shape) == (5, 8, 8, 6, 2)
+    with pytest.raises(ValueError):  # another spatial shape: refused, not silently cropped
+        layer(tf.ones([1, 5, 4, 3, 1]))
+
+
 @pytest.mark.parametrize("epsilon", [1e-6, 1e-3])
-def test_fast_batch_norm_matches_keras_values_gradients_and_moving_statistics(epsilon):
+def test_fast_batch_norm_matches_keras_values_gradients_and_moving_statistics(epsilon, monkeypatch):
+    calls = []
+    original = fast._batch_norm_train
+    monkeypatch.setattr(fast, "_batch_norm_train", lambda *a: calls.append(1) or original(*a))
     rng = np.random.default_rng(1)
     x = tf.constant(rng.standard_normal((3, 7, 6, 5, 4)) * 2 + 1, tf.float32)
     upstream = tf.constant(rng.standard_normal(x.shape), tf.float32)
@@ -83,6 +96,7 @@ def test_fast_batch_norm_matches_keras_values_gradients_and_moving_statistics(ep
     for u, v in zip(stock.get_weights()[2:], mine.get_weights()[2:]):  # moving mean, variance
         np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
     assert not np.allclose(mine.get_weights()[2], 0.0)  # the update did happen
+    assert calls == [1]  # through the hand-written path, not the parent
     np.testing.assert_allclose(mine(x, training=False), stock(x, training=False), rtol=1e-5, atol=1e-5)
 
 
@@ -98,6 +112,11 @@ def test_dropout_is_bitwise_tf_stateless_dropout_and_its_gradient_the_scaled_mas
     kept = expected.numpy() != 0
     np.testing.assert_allclose(grad[kept], 1 / 0.8, rtol=1e-6)
     assert np.all(grad[~kept] == 0) and 0.7 < kept.mean() < 0.9
+
+
+def test_leaky_relu_refuses_a_negative_slope():
+    with pytest.raises(ValueError, match="alpha"):
+        fast.leaky_relu(tf.ones([2]), -0.5)
 
 
 def test_invert_power_and_leaky_relu_match_tensorflow_values_and_gradients():
@@ -132,6 +151,15 @@ def test_fused_networks_equal_stock_networks_with_the_same_weights(name):
             out = d(g(z, training=True), training=False)
             loss = tf.add_n([tf.reduce_sum(v) for v in out.values()])
         return tape.gradient(loss, g.trainable_variables)
+
+    # The discriminator update path: training mode (batch norm statistics, dropout masks).
+    d_grads = []
+    for d in (stock_d, fused_d):
+        with tf.GradientTape() as tape:
+            out = d(images[0], training=True, dropout_seed=seed)
+            loss = tf.reduce_sum(out["realfake"]) + tf.reduce_sum(out["energy"])
+        d_grads.append(tape.gradient(loss, d.trainable_variables))
+    assert max(rel_err(u, v) for u, v in zip(*d_grads)) < 1e-3
 
     reference = generator_grads(stock_g, stock_d, latent)
     # The stock model's own float32 noise: the same batch in reverse order (same sums, other
