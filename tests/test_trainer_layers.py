@@ -190,3 +190,11 @@ def test_flop_counts_give_model_flops_for_stock_and_executed_flops_for_fused_gen
     # folded: 10x10x8 coarse outputs x 2x2x3 taps x 8 in x (216 phases x 8 filters).
     folded = 2 * (10 * 10 * 8) * (2 * 2 * 3) * 8 * (216 * 8)
     assert generator_flops(stock) - generator_flops(fused) == 2 * 49 * 49 * 41 * 288 * 8 * 8 - folded
+
+
+def test_train_config_layer_choices_are_the_model_implementations():
+    from trainer.config import LAYERS
+    from trainer.models import IMPLEMENTATIONS
+    assert LAYERS == IMPLEMENTATIONS
+    with pytest.raises(ValueError, match="implementation"):
+        build_generator(get_preset("tiny"), implementation="cudnn")

@@ -13,15 +13,17 @@ from trainer.presets import ModelPreset, generator_output_shape
 HEADS = ("realfake", "energy", "angle", "ecal_sum")
 
 # How the networks are assembled. "fused": trainer.layers' equivalent forms (upsampling folded
-# into the first convolution, fused batch norm, multiply-mask dropout, Pow-free power gradient),
-# used for training. "keras": the stock layers one by one, as the published code builds them;
+# into the first convolution, closed-form batch norm gradient, multiply-mask dropout, Pow-free
+# power gradient, remapper-safe LeakyReLU), used for training. "keras": the stock layers one by one, as the published code builds them;
 # used for export (a .keras file that loads without caloforge) and as the benchmark reference.
 IMPLEMENTATIONS = ("fused", "keras")
 
 
-def _check_implementation(implementation: str) -> None:
+def _batch_norm_class(implementation: str) -> type:
+    """The batch norm layer of an implementation; rejects unknown implementations."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}")
+    return fast.FastBatchNormalization if implementation == "fused" else keras.layers.BatchNormalization
 
 
 def build_generator(preset: ModelPreset, precision: str = "float32",
@@ -40,9 +42,8 @@ def build_generator(preset: ModelPreset, precision: str = "float32",
         ValueError: if the recipe does not produce the preset's image shape, or for an unknown
             implementation.
     """
-    _check_implementation(implementation)
+    batch_norm = _batch_norm_class(implementation)
     fused = implementation == "fused"
-    batch_norm = fast.FastBatchNormalization if fused else keras.layers.BatchNormalization
     spec = preset.generator
     out_shape = generator_output_shape(spec)
     if tuple(out_shape) != tuple(preset.image_shape):
@@ -149,10 +150,8 @@ class Discriminator(keras.Model):
     def __init__(self, preset: ModelPreset, precision: str = "float32",
                  sync_batch_norm: bool = False, implementation: str = "fused", **kwargs):
         super().__init__(name=kwargs.pop("name", f"discriminator_{preset.name}"), **kwargs)
-        _check_implementation(implementation)
+        batch_norm = _batch_norm_class(implementation)
         self.implementation = implementation
-        fused = implementation == "fused"
-        batch_norm = fast.FastBatchNormalization if fused else keras.layers.BatchNormalization
         spec = preset.discriminator
         dt = precision
         self.preset = preset
