@@ -106,10 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:  # a benchmark measures, it does not fail the caller
-        import traceback
+    from entry import run_benchmark
 
-        traceback.print_exc()
-    sys.exit(0)
+    run_benchmark(main)

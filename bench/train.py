@@ -319,4 +319,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run_benchmark
+
+    run_benchmark(main)
