@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from data_prep import h5layout, records
+from data_prep import h5layout, records, sanity
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
 from data_prep.errors import InputValidationError
@@ -48,6 +48,10 @@ class ConvertConfig:
         on_bad_event: "fail" (raise naming file/event) or "skip" (drop and count by reason).
         energy_range: Declared (min, max) primary energy in GeV; events outside are bad.
             None disables the check.
+        sampling_fraction_range: Accepted (min, max) of each file's median sampling fraction
+            (raw ECAL sum / 50 / primary energy, ~0.02), checked on a sample of every file
+            before Beam starts; catches energies in MeV, a wrong energy column or another
+            ECAL scale. None disables the check.
         threshold: Cells below this raw value are zeroed (PreprocessConfig.threshold).
         power: Power transform exponent (3DGAN: 0.85).
         min_raw_sum: Events with thresholded raw ECAL sum <= this are dropped (3DGAN: 10).
@@ -68,6 +72,7 @@ class ConvertConfig:
     seed: int = 0
     on_bad_event: str = "fail"
     energy_range: tuple[float, float] | None = None
+    sampling_fraction_range: tuple[float, float] | None = sanity.DEFAULT_SAMPLING_FRACTION_RANGE
     threshold: float = PreprocessConfig.threshold
     power: float = PreprocessConfig.power
     min_raw_sum: float = PreprocessConfig.min_raw_sum
@@ -83,6 +88,8 @@ class ConvertConfig:
         self.inputs = list(self.inputs)
         if self.energy_range is not None:
             self.energy_range = tuple(float(e) for e in self.energy_range)
+        if self.sampling_fraction_range is not None:
+            self.sampling_fraction_range = tuple(float(e) for e in self.sampling_fraction_range)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its value."""
@@ -101,6 +108,9 @@ class ConvertConfig:
             raise ValueError(f"ConvertConfig.on_bad_event must be one of {ON_BAD_EVENT}, got {self.on_bad_event!r}")
         if self.energy_range is not None and (len(self.energy_range) != 2 or not self.energy_range[0] < self.energy_range[1]):
             raise ValueError(f"ConvertConfig.energy_range must be (min, max) with min < max, got {self.energy_range!r}")
+        band = self.sampling_fraction_range
+        if band is not None and (len(band) != 2 or not 0.0 <= band[0] < band[1]):
+            raise ValueError(f"ConvertConfig.sampling_fraction_range must be (min, max) with 0 <= min < max, got {band!r}")
         if not self.target_shard_mb > 0:
             raise ValueError(f"ConvertConfig.target_shard_mb must be > 0, got {self.target_shard_mb!r}")
         if self.min_shards < 1:
@@ -121,6 +131,8 @@ class ConvertConfig:
         """JSON-safe dict of all fields."""
         out = dataclasses.asdict(self)
         out["energy_range"] = None if self.energy_range is None else list(self.energy_range)
+        band = self.sampling_fraction_range
+        out["sampling_fraction_range"] = None if band is None else list(band)
         return out
 
     @classmethod
@@ -457,6 +469,7 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
     _check_destination(config)
     uris = resolve_inputs(config.inputs)
     sources = _inspect_sources(uris)
+    sanity.check_sampling_fractions([(s.uri, s.info) for s in sources], config.sampling_fraction_range)
     for s in sources:
         s.ranges = h5layout.plan_ranges(s.info, _events_per_range(config, s.info))
     n_events = sum(s.info.n_events for s in sources)
@@ -570,6 +583,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--on-bad-event", choices=("fail", "skip"), default=defaults.on_bad_event)
     p.add_argument("--energy-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None)
+    p.add_argument("--sampling-fraction-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   default=defaults.sampling_fraction_range)
     p.add_argument("--threshold", type=float, default=defaults.threshold)
     p.add_argument("--power", type=float, default=defaults.power)
     p.add_argument("--min-raw-sum", type=float, default=defaults.min_raw_sum)

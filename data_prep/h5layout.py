@@ -30,6 +30,16 @@ IMAGE_SHAPES = {
 #: HCAL image shape of the fixed-angle layout (checked when present, never read).
 HCAL_SHAPE = (5, 5, 60)
 
+#: The primary-energy datasets each layout may hold: (layout, dataset) -> {shape after the
+#: event axis: index of the primary energy in each event's row}. Published variable-angle files
+#: store `energy` (N,); fixed-angle files `target` (N, 5) or (N, 1, 5) with the energy in column
+#: 1, older ones `energy` (N, 1, 5). A fixed-angle `energy` is read only when `target` is absent.
+ENERGY_SHAPES = {
+    (LAYOUT_VARIABLE_ANGLE, "energy"): {(): (), (1,): (0,)},
+    (LAYOUT_FIXED_ANGLE, "target"): {(5,): (1,), (1, 5): (0, 1)},
+    (LAYOUT_FIXED_ANGLE, "energy"): {(1, 5): (0, 1)},
+}
+
 #: Events per read range for contiguous (unchunked) ECAL datasets: about 16 MiB of cells.
 DEFAULT_RANGE_BYTES = 16 * 1024 * 1024
 
@@ -230,20 +240,33 @@ def _require_shape(ds: h5py.Dataset, expected: tuple, uri: str, what: str) -> No
         )
 
 
-def _energy_selector(shape: tuple, n: int) -> tuple[str, tuple] | None:
+def _energy_selector(layout: str, key: str, shape: tuple, n: int) -> tuple[str, tuple] | None:
     """How to extract the primary energy from an energy/target dataset, or None if unsupported.
+
+    Only the shapes of ENERGY_SHAPES are accepted: any other row would have to be guessed at,
+    and a guessed column silently gives wrong labels (an (N, 2) `energy` once read as column 1
+    made every event 1.0 GeV).
 
     Returns (text for messages, index tuple applied after the event axis).
     """
-    if shape == (n,):
-        return "", ()
-    if shape == (n, 1):
-        return "[0]", (0,)
-    if len(shape) == 2 and shape[0] == n and shape[1] >= 2:
-        return "[1]", (1,)
-    if len(shape) == 3 and shape[0] == n and shape[1] == 1 and shape[2] >= 2:
-        return "[0, 1]", (0, 1)
-    return None
+    accepted = ENERGY_SHAPES.get((layout, key), {})
+    if len(shape) < 1 or shape[0] != n or tuple(shape[1:]) not in accepted:
+        return None
+    index = accepted[tuple(shape[1:])]
+    return ("[" + ", ".join(str(i) for i in index) + "]" if index else ""), index
+
+
+def _accepted_energy_shapes(layout: str) -> str:
+    """The accepted energy datasets and shapes of a layout, as text for error messages."""
+    parts = []
+    for (lay, key), shapes in ENERGY_SHAPES.items():
+        if lay != layout:
+            continue
+        for row, index in shapes.items():
+            shape = "(N, " + ", ".join(str(d) for d in row) + ")" if row else "(N,)"
+            column = f", primary energy at [:, {', '.join(str(i) for i in index)}]" if index else ""
+            parts.append(f"'{key}' {shape}{column}")
+    return "; ".join(parts)
 
 
 def _detect_layout(ecal: h5py.Dataset, uri: str) -> str:
@@ -303,12 +326,13 @@ def _validate(h5: h5py.File, uri: str, size: int) -> FileInfo:
             _require_shape(hcal, (n, *HCAL_SHAPE), uri, "the expected")
         has_mtheta = False
 
-    selector = _energy_selector(tuple(energy.shape), n)
+    selector = _energy_selector(layout, energy_key, tuple(energy.shape), n)
     if selector is None:
         raise InputValidationError(
             uri,
-            f"shape {tuple(energy.shape)} is not (N,), (N, 1), (N, 5) or (N, 1, 5) with N={n} "
-            "from ECAL",
+            f"shape {tuple(energy.shape)} is not an accepted primary-energy shape of a "
+            f"{layout.replace('_', '-')} file; accepted: {_accepted_energy_shapes(layout)} "
+            f"(N={n} from ECAL)",
             dataset=energy_key,
         )
 
@@ -354,10 +378,15 @@ def inspect_file(source: Source, name: str | None = None) -> FileInfo:
             or non-float dtypes; 0 events. The message names file and dataset.
     """
     with open_h5(source, name) as (h5, uri, size):
-        try:
-            return _validate(h5, uri, size)
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise InputValidationError(uri, f"HDF5 metadata unreadable (corrupt file?): {exc}") from exc
+        return _validated(h5, uri, size)
+
+
+def _validated(h5: h5py.File, uri: str, size: int) -> FileInfo:
+    """_validate, with unreadable metadata reported as a corrupt file."""
+    try:
+        return _validate(h5, uri, size)
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise InputValidationError(uri, f"HDF5 metadata unreadable (corrupt file?): {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,22 +423,10 @@ def read_events(source: Source, start: int, stop: int, name: str | None = None) 
             or unreadable (truncated) data, naming the dataset and first event of the range.
     """
     with open_h5(source, name) as (h5, uri, size):
-        try:
-            info = _validate(h5, uri, size)
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise InputValidationError(uri, f"HDF5 metadata unreadable (corrupt file?): {exc}") from exc
-        start, stop = int(start), int(stop)
-        if not 0 <= start <= stop <= info.n_events:
-            raise InputValidationError(
-                uri,
-                f"event range [{start}, {stop}) is outside the file's {info.n_events} events",
-                dataset="ECAL",
-                event_index=start,
-            )
+        info = _validated(h5, uri, size)
+        start, stop = _check_range(info, start, stop)
         ecal = _read(h5["ECAL"], start, stop, uri).astype(np.float32, copy=False)
-        selector = _energy_selector(tuple(h5[info.energy_key].shape), info.n_events)[1]
-        energy_raw = _read(h5[info.energy_key], start, stop, uri)
-        energy = energy_raw[(slice(None), *selector)].astype(np.float32)
+        energy = _read_primary_energy(h5, info, start, stop)
         n = stop - start
         if info.layout == LAYOUT_VARIABLE_ANGLE:
             theta = _read(h5["theta"], start, stop, uri).astype(np.float32)
@@ -428,6 +445,56 @@ def read_events(source: Source, start: int, stop: int, name: str | None = None) 
         event_index=np.arange(start, stop, dtype=np.int64),
         uri=uri,
     )
+
+
+def _check_range(info: FileInfo, start: int, stop: int) -> tuple[int, int]:
+    start, stop = int(start), int(stop)
+    if not 0 <= start <= stop <= info.n_events:
+        raise InputValidationError(
+            info.uri,
+            f"event range [{start}, {stop}) is outside the file's {info.n_events} events",
+            dataset="ECAL",
+            event_index=start,
+        )
+    return start, stop
+
+
+def _read_primary_energy(h5: h5py.File, info: FileInfo, start: int, stop: int) -> np.ndarray:
+    """float32 (stop - start,) primary energies, taken from the validated dataset and column."""
+    ds = h5[info.energy_key]
+    index = _energy_selector(info.layout, info.energy_key, tuple(ds.shape), info.n_events)[1]
+    return _read(ds, start, stop, info.uri)[(slice(None), *index)].astype(np.float32)
+
+
+def read_energy_and_ecal_sum(
+    source: Source, ranges: list[tuple[int, int]], name: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Primary energy and raw ECAL sum of the events in `ranges`, validating the file first.
+
+    Reads only ECAL and the energy dataset, one range at a time (no angles, so nothing is
+    computed for files without `mtheta`): the conversion's sampling-fraction check calls it on
+    a few chunk-aligned ranges per file before any conversion starts.
+
+    Args:
+        source: Local path or seekable binary file object.
+        ranges: [start, stop) event ranges inside the file.
+        name: Display name (e.g. the gs:// URI) when `source` is a file object.
+
+    Returns:
+        (energy float32 (n,) in the file's unit, ecal_sum float64 (n,)) over all ranges, in order.
+
+    Raises:
+        InputValidationError: as read_events.
+    """
+    energies, sums = [np.zeros(0, np.float32)], [np.zeros(0, np.float64)]
+    with open_h5(source, name) as (h5, uri, size):
+        info = _validated(h5, uri, size)
+        for start, stop in ranges:
+            start, stop = _check_range(info, start, stop)
+            ecal = _read(h5["ECAL"], start, stop, uri)
+            sums.append(ecal.reshape(stop - start, -1).sum(axis=1, dtype=np.float64))
+            energies.append(_read_primary_energy(h5, info, start, stop))
+    return np.concatenate(energies), np.concatenate(sums)
 
 
 def plan_ranges(info: FileInfo, events_per_range: int | None = None) -> list[tuple[int, int]]:

@@ -221,6 +221,44 @@ def test_fail_policy_names_file_and_event(tmp_path, bad_file):
     assert uri.list_files(str(tmp_path / "fail")) == []  # staging removed, nothing half-written
 
 
+@pytest.fixture(scope="module")
+def mev_file(tmp_path_factory, mc_files):
+    """A copy of an MC file whose energies are in MeV: every event valid on its own, all labels 1000x off."""
+    path = str(tmp_path_factory.mktemp("mev") / "energies_in_mev.h5")
+    shutil.copyfile(mc_files[1], path)
+    with h5py.File(path, "r+") as h5:
+        h5["energy"][...] = h5["energy"][...] * 1000.0
+    return path
+
+
+def test_wrong_energy_unit_fails_before_beam_and_publishes_nothing(tmp_path, mc_files, mev_file):
+    out = tmp_path / "mev_out"
+    with pytest.raises(InputValidationError) as info:
+        convert(ConvertConfig(inputs=[mc_files[0], mev_file], output=str(out)), IN_PROCESS)
+    error = info.value
+    assert (error.uri, error.dataset, error.event_index) == (mev_file, "energy", None)
+    for needed in ("median sampling fraction", "[0.005, 0.08]", "MeV", "--sampling-fraction-range MIN MAX"):
+        assert needed in str(error), (needed, str(error))
+    # The converter creates the output folder only with its staging folder, just before Beam runs.
+    assert not os.path.exists(out)
+
+
+def test_sampling_fraction_range_flag_reaches_the_check(tmp_path, mev_file):
+    from data_prep.convert import _parser, config_from_args
+
+    known, _ = _parser().parse_known_args(["--inputs", "a.h5", "--output", "o", "--sampling-fraction-range", "0", "inf"])
+    assert config_from_args(known).sampling_fraction_range == (0.0, float("inf"))
+    assert ConvertConfig(inputs=["a.h5"], output="o").sampling_fraction_range == (0.005, 0.08)
+    for band in ((0.08, 0.005), (-0.01, 0.08), (0.01,)):
+        with pytest.raises(ValueError, match="sampling_fraction_range"):
+            ConvertConfig(inputs=["a.h5"], output="o", sampling_fraction_range=band).validate()
+    # A band around the MeV file's median (0.02 / 1000) lets it through, from the command line.
+    manifest = run(["--inputs", mev_file, "--output", str(tmp_path / "wide"), "--min-shards", "1",
+                    "--sampling-fraction-range", "5e-6", "8e-5", *IN_PROCESS], save_main_session=False)
+    assert manifest["config"]["sampling_fraction_range"] == [5e-6, 8e-5]
+    assert manifest["events_read"] == 120
+
+
 def test_worker_error_text_becomes_input_validation_error():
     """Across processes only the text of a worker's exception survives; it is turned back into
     the structured error."""
@@ -290,6 +328,9 @@ def test_bad_inputs_are_refused_early(tmp_path, mc_files):
 def test_config_round_trip_and_shard_planning():
     cfg = ConvertConfig(inputs=["a.h5"], output="out", energy_range=(2.0, 500.0), encoding="sparse")
     assert ConvertConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for band in (None, (0.01, 0.03)):
+        cfg = ConvertConfig(inputs=["a.h5"], output="out", sampling_fraction_range=band)
+        assert ConvertConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown keys"):
         ConvertConfig.from_dict({**cfg.to_dict(), "shards": 3})
     # 10,000 dense events of 260 kB: 2.34 GB of train -> 19 shards of 128 MB; 0.26 GB of test -> 3,

@@ -15,22 +15,32 @@ from data_prep.angle import measured_angle
 from data_prep.errors import InputValidationError
 
 N = 6
+#: Sampling fraction of the crafted files (raw ECAL sum / 50 / energy), as in the 3DGAN files.
+SAMPLING_FRACTION = 0.02
 
 
-def _shower_like(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """Small positive deposits around the grid centre (enough for a measurable angle)."""
+def _shower_like(n: int, shape: tuple[int, int, int], seed: int = 0, energies=None) -> np.ndarray:
+    """Small positive deposits around the grid centre (enough for a measurable angle).
+
+    With `energies` (GeV) each event is scaled to the 3DGAN raw scale, raw sum = 50 x 0.02 x E,
+    so the files also pass the converter's sampling-fraction check.
+    """
     rng = np.random.default_rng(seed)
     ecal = np.zeros((n, *shape), dtype=np.float32)
     cx, cy = shape[0] // 2, shape[1] // 2
     ecal[:, cx - 1 : cx + 2, cy - 1 : cy + 2, :] = rng.uniform(0.1, 1.0, size=(n, 3, 3, shape[2]))
+    if energies is not None:
+        raw_sum = 50.0 * SAMPLING_FRACTION * np.asarray(energies, np.float64)
+        ecal *= (raw_sum / ecal.reshape(n, -1).sum(axis=1, dtype=np.float64)).astype(np.float32)[:, None, None, None]
     return ecal
 
 
 def write_variable(path, n=N, chunks=None, drop=(), override=None, **kw) -> str:
     """A valid variable-angle file, minus the `drop` keys, with `override` datasets replaced."""
+    energy = np.linspace(20.0, 120.0, n).astype(np.float32)
     data = {
-        "ECAL": _shower_like(n, (51, 51, 25)),
-        "energy": np.linspace(20.0, 120.0, n).astype(np.float32),
+        "ECAL": _shower_like(n, (51, 51, 25), energies=energy),
+        "energy": energy,
         "theta": np.full(n, np.deg2rad(80.0), np.float32),
         "mtheta": np.full(n, np.deg2rad(81.0), np.float64),
         "eta": np.zeros(n, np.float32),
@@ -49,9 +59,10 @@ def write_variable(path, n=N, chunks=None, drop=(), override=None, **kw) -> str:
 
 
 def write_fixed(path, n=N, energy_kind="target2d", hcal=True, ecal_dtype=np.float32) -> str:
+    """A valid fixed-angle file whose primary energy is stored as `energy_kind` ("none": absent)."""
     energies = np.linspace(10.0, 60.0, n).astype(np.float32)
     with h5py.File(path, "w") as h5:
-        h5["ECAL"] = _shower_like(n, (25, 25, 25)).astype(ecal_dtype)
+        h5["ECAL"] = _shower_like(n, (25, 25, 25), energies=energies).astype(ecal_dtype)
         if hcal:
             h5["HCAL"] = np.zeros((n, 5, 5, 60), np.float32)
         if energy_kind == "target2d":
@@ -149,7 +160,50 @@ def test_fixed_angle_layouts(tmp_path, kind):
     assert block.ecal.dtype == np.float32 and block.energy.shape == (N,)
 
 
+def test_variable_angle_energy_as_column_vector(tmp_path):
+    """`energy` (N, 1) is read as the primary energy itself."""
+    energy = np.linspace(20.0, 120.0, N).astype(np.float32)
+    path = write_variable(tmp_path / "col.h5", override={"energy": energy[:, None]})
+    info = h5layout.inspect_file(path)
+    assert (info.energy_key, info.energy_column) == ("energy", "[0]")
+    np.testing.assert_allclose(h5layout.read_events(path, 0, N).energy, energy, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------- structural rejection
+
+
+def _energy_rows(shape: tuple, energies: np.ndarray) -> np.ndarray:
+    """An energy dataset of `shape` whose first value per event is the energy and the rest 1.0:
+    the (N, 2) file that once came out as 1.0 GeV for every event."""
+    rows = np.ones(shape, np.float32)
+    rows.reshape(shape[0], -1)[:, 0] = energies
+    return rows
+
+
+@pytest.mark.parametrize("shape", [(N, 2), (N, 3), (N, 5), (N, 1, 5), (N, 2, 1)])
+def test_variable_angle_energy_with_columns_is_rejected(tmp_path, shape):
+    energy = _energy_rows(shape, np.linspace(20.0, 120.0, N))
+    path = write_variable(tmp_path / "cols.h5", override={"energy": energy})
+    for func in ("inspect", "read"):
+        err = expect_error(path, match_dataset="energy", func=func)
+        assert str(shape) in err.reason
+        assert "accepted: 'energy' (N,); 'energy' (N, 1)" in err.reason, err.reason
+
+
+@pytest.mark.parametrize(
+    "key,shape",
+    [("target", (N, 3)), ("target", (N, 6)), ("target", (N,)), ("target", (N, 2, 5)),
+     ("energy", (N,)), ("energy", (N, 5))],
+)
+def test_fixed_angle_undocumented_energy_shapes_are_rejected(tmp_path, key, shape):
+    path = write_fixed(tmp_path / "EleEscan_shape.h5", energy_kind="none")
+    with h5py.File(path, "a") as h5:
+        h5[key] = _energy_rows(shape, np.linspace(10.0, 60.0, N))
+    err = expect_error(path, match_dataset=key)
+    assert str(shape) in err.reason
+    assert ("accepted: 'target' (N, 5), primary energy at [:, 1]; 'target' (N, 1, 5), primary energy "
+            "at [:, 0, 1]; 'energy' (N, 1, 5), primary energy at [:, 0, 1]") in err.reason, err.reason
+
 
 
 @pytest.mark.parametrize("key", ["ECAL", "energy", "theta"])
