@@ -164,7 +164,8 @@ def classifier_test(
 
     Both classes are cut to the same size so that chance-level BCE is ln 2. Features are
     standardised with the training half's statistics. The model is deliberately simple and
-    deterministic (Newton's method from zero weights, a seeded split), so two runs agree exactly.
+    deterministic (Newton's method from zero weights, a seeded split), so two runs on the same
+    data and machine agree exactly (another CPU's BLAS kernels may move the last bits).
 
     Args:
         real: Feature table of real events, (n, d); rows with non-finite values are dropped.

@@ -147,7 +147,10 @@ def test_dense_conversion_manifest_is_complete_and_consistent(dense_dataset, mc_
     assert set(manifest["versions"]) >= {"python", "tensorflow", "apache_beam", "numpy", "h5py"}
     assert manifest["config"]["encoding"] == "dense" and manifest["seed"] == 0
     assert len(manifest["content_hash"]) == 64
-    # every decoded test record is exactly a preprocessed source event (matched by energy)
+    # every decoded test record is exactly a preprocessed source event (matched by energy).
+    # Bit-exact on purpose although Beam read other blocks than the 120 events read here: every
+    # float is computed per event by NumPy (per-cell power, per-event float64 sum), whose result
+    # does not depend on the block it sits in, on the same machine.
     data = load_split_numpy(out, "test")
     assert data["ecal"].shape == (manifest["counts"]["test"], 51, 51, 25)
     matched = 0
@@ -166,6 +169,8 @@ def test_dense_conversion_manifest_is_complete_and_consistent(dense_dataset, mc_
 def test_same_inputs_give_same_content_hash_and_seed_changes_it(tmp_path, dense_dataset, mc_files):
     _, first = dense_dataset
     again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), min_shards=2), IN_PROCESS)
+    # Exact on purpose: same inputs, same process, per-event NumPy arithmetic (see
+    # docs/data_prep_convert.md: not a cross-CPU fingerprint).
     assert again["content_hash"] == first["content_hash"]
     assert again["created_utc"] and again["output"] != first["output"]
     reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), min_shards=2, seed=1),
@@ -305,6 +310,8 @@ def test_encodings_round_trip_to_identical_events(tmp_path, dense_dataset, mc_fi
         assert manifest["records_digest"]["train"] != dense_manifest["records_digest"]["train"] or encoding == "dense"
         data = load_split_numpy(out, "train")
         other = np.argsort(data["energy"])
+        # Bit-exact on purpose: both encodings carry the same float32 values as bytes; decoding
+        # copies them (sparse: scattered into zeros), no arithmetic.
         for key in records.OUTPUT_KEYS:
             np.testing.assert_array_equal(data[key][other], reference[key][order], err_msg=f"{encoding}/{compression} {key}")
     sparse_bytes = sum(s["bytes"] for s in read_manifest(str(tmp_path / "sparse-none")).shards)

@@ -71,7 +71,10 @@ def test_convert_gcs_to_gcs_end_to_end(gcs_bucket, mc_files, tmp_path):
         assert uri.sha256(uri.join(out, shard["name"])) == shard["sha256"]
     assert read_manifest(out).to_dict() == manifest
 
-    # The same files converted from local disk to local disk are the same dataset.
+    # The same files converted from local disk to local disk are the same dataset, bit for bit:
+    # the gs:// run used Beam's multi-process runner and this one a single process, but every
+    # float is computed per event by NumPy on this same machine, whatever the grouping
+    # (docs/data_prep_convert.md).
     local = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "local"), encoding="sparse",
                                   compression="gzip", min_shards=2), IN_PROCESS)
     assert local["content_hash"] == manifest["content_hash"]

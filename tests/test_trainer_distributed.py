@@ -79,6 +79,10 @@ def test_mirrored_over_two_logical_cpus_both_loops_agree(tmp_path):
         assert out[loop]["replicas"] == 2 and out[loop]["global_batch"] == 4
         assert out[loop]["strategy_class"] == "MirroredStrategy"
         assert out[loop]["lr"] == pytest.approx(2e-3)  # linear scaling, recorded
+    # Bit-exact on purpose: both loops take the same distributed input (2 events per replica),
+    # run the same gan_step on the same shapes with the same step-keyed random draws and reduce
+    # gradients over the same two replicas, in one process: identical work, so identical bits.
+    # (Across batch sizes, replica counts or CPUs only float32 rounding agreement would hold.)
     assert out["custom"]["digest"] == out["builtin"]["digest"]
     # XLA cannot compile one step over several logical CPU devices: refused up front.
     assert "not supported by XLA" in out["jit_error"]
@@ -115,6 +119,9 @@ def test_multi_worker_two_processes_finish_with_identical_weights(manifest, tmp_
                 p.kill()
     assert [o["is_chief"] for o in outputs] == [True, False]
     assert all(o["steps"] == 3 and o["replicas"] == 2 and o["global_batch_size"] == 4 for o in outputs)
+    # Bit-exact on purpose: synchronous replicas start from the same weights and apply the same
+    # all-reduced gradients (the reduction's result is shared, not recomputed per worker), so
+    # the two workers must hold the very same weights.
     assert outputs[0]["weights_digest"] == outputs[1]["weights_digest"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["replicas"] == 2 and summary["extra"]["strategy_class"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
@@ -153,4 +160,7 @@ def test_sigkill_mid_run_then_restart_finishes_with_the_uninterrupted_weights(ma
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     result = _last_json(resumed.stdout)
     assert 0 < result["start_step"] < 10 and result["steps"] == 10
+    # Bit-exact on purpose: same machine, same batch, one replica, one step per call, TF op
+    # determinism and a seeded ordered input; the resumed steps are the same work on the same
+    # shapes as the uninterrupted run's.
     assert result["weights_digest"] == expected["weights_digest"]

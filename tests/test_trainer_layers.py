@@ -107,6 +107,8 @@ def test_dropout_is_bitwise_tf_stateless_dropout_and_its_gradient_the_scaled_mas
         tape.watch(x)
         y = fast.stateless_dropout(x, 0.2, seed)
     expected = tf.nn.experimental.stateless_dropout(x, rate=0.2, seed=seed)
+    # Bitwise on purpose: same shapes, element-wise only; kept cells are x * (1 / 0.8) rounded
+    # once on both paths, dropped ones 0.
     np.testing.assert_array_equal(y.numpy(), expected.numpy())
     grad = tape.gradient(y, x).numpy()
     kept = expected.numpy() != 0

@@ -45,7 +45,8 @@ class TrainConfig:
         label_flip_prob: Probability of flipping a real label to fake in the D step.
         generator_updates: Generator updates per step (3DGAN trains G twice).
         seed: Seed of weights, noise, label flips, dropout and input shuffling.
-        deterministic: Enable TF op determinism (bit-exact resume; slower).
+        deterministic: Enable TF op determinism (bit-exact resume on the same machine, batch
+            size and replica count; slower).
         shuffle: Shuffle the training input (deterministically, from seed).
         checkpoint_every: Save a checkpoint every this many steps (0: only at the end).
         keep_checkpoints: Checkpoints kept by the CheckpointManager.
