@@ -41,7 +41,7 @@ from data_prep.strict_fields import reject_unknown_keys
 _LOG = logging.getLogger(__name__)
 
 #: Version of the shower model; bump when the physics changes so outputs say which model made them.
-MODEL_VERSION = "1.0"
+MODEL_VERSION = "2.0"
 SIDECAR_NAME = "montecarlo.json"
 #: Events simulated and written per block (rounded to whole chunks); bounds memory per file.
 BLOCK_EVENTS = 256
