@@ -12,20 +12,21 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from data_prep import h5layout, records, sanity
+from data_prep import beam_flags, destination, h5layout, records, sanity, worker_guard
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
+from data_prep.destination import STAGING_PREFIX  # noqa: F401  (public name, kept here)
 from data_prep.errors import InputValidationError
 from data_prep.preprocess import PreprocessConfig, preprocess_block
 from data_prep.strict_fields import reject_unknown_keys
 
 _LOG = logging.getLogger(__name__)
 
-STAGING_PREFIX = "_staging-"
 STATS_NAME = "_stats.json"
 SHARDS_NAME = "_shards.json"
 _SAMPLE_EVENTS = 64  # events encoded up front to estimate record size (shard count)
@@ -39,7 +40,8 @@ class ConvertConfig:
 
     Attributes:
         inputs: HDF5 files or wildcard patterns, local or gs://.
-        output: Dataset folder or gs:// prefix (must be empty unless overwrite).
+        output: Dataset folder or gs:// prefix. It may hold only a previous conversion (replaced
+            with overwrite) and leftovers of our own dead runs; never one of the inputs.
         encoding: "dense" (float32 bytes of every cell) or "sparse" (non-zero cells only).
         compression: "none" or "gzip" (GZIP-compressed TFRecord shards).
         test_fraction: Fraction of events (or files) assigned to the test split.
@@ -60,7 +62,12 @@ class ConvertConfig:
         min_shards: At least this many shards per split, so many hosts can read in parallel.
         events_per_range: Events per read range (rounded up to whole HDF5 chunks); 0 picks
             about 64 MB of raw ECAL per range.
-        overwrite: Replace an existing dataset at `output`.
+        overwrite: Replace a previous conversion at `output` (its manifest and listed shards;
+            nothing else is ever deleted). Also takes over another host's lock.
+        allow_empty_split: Accept an empty test split (e.g. test_fraction 0). An empty train
+            split, or a conversion that keeps no events, is always an error.
+        stale_lock_hours: A lock left in `output` by a run on another host counts as dead
+            after this many hours (on this host a dead run is recognised by its pid).
     """
 
     inputs: list[str]
@@ -81,6 +88,8 @@ class ConvertConfig:
     min_shards: int = 4
     events_per_range: int = 0
     overwrite: bool = False
+    allow_empty_split: bool = False
+    stale_lock_hours: float = 24.0
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, str):
@@ -100,8 +109,14 @@ class ConvertConfig:
         if not self.output:
             raise ValueError("ConvertConfig.output is empty: give a folder or gs:// prefix")
         records.check_encoding(self.encoding, self.compression)
-        if not 0.0 <= self.test_fraction <= 1.0:
-            raise ValueError(f"ConvertConfig.test_fraction must be in [0, 1], got {self.test_fraction!r}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"ConvertConfig.test_fraction must be in [0, 1) (1 leaves no training events), "
+                             f"got {self.test_fraction!r}")
+        if self.test_fraction == 0.0 and not self.allow_empty_split:
+            raise ValueError("ConvertConfig.test_fraction 0 leaves the test split empty; give a fraction > 0, or "
+                             "pass --allow-empty-split (allow_empty_split=True) to make a dataset without test events")
+        if not self.stale_lock_hours > 0:
+            raise ValueError(f"ConvertConfig.stale_lock_hours must be > 0, got {self.stale_lock_hours!r}")
         if self.split_by not in SPLIT_BY:
             raise ValueError(f"ConvertConfig.split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
         if self.on_bad_event not in ON_BAD_EVENT:
@@ -189,6 +204,7 @@ def _inspect_sources(uris: list[str]) -> list[_Source]:
         infos = list(pool.map(_inspect, uris))
         digests = list(pool.map(uri_lib.sha256, uris))
     sources = [_Source(i, u, info, sha) for i, (u, info, sha) in enumerate(zip(uris, infos, digests))]
+    _refuse_duplicate_content(sources)
     shapes = {tuple(s.info.image_shape) for s in sources}
     if len(shapes) > 1:
         detail = ", ".join(f"{s.uri}: {tuple(s.info.image_shape)}" for s in sources)
@@ -196,6 +212,19 @@ def _inspect_sources(uris: list[str]) -> list[_Source]:
     n_events = sum(s.info.n_events for s in sources)
     _log_rate("InspectSources", n_events, time.monotonic() - t0, f", {len(sources)} files checksummed")
     return sources
+
+
+def _refuse_duplicate_content(sources: list[_Source]) -> None:
+    """Two inputs with the same bytes would put the same events into both splits (their names
+    hash differently), leaking test events into training."""
+    first: dict[str, _Source] = {}
+    for source in sources:
+        if source.sha256 in first:
+            raise ValueError(
+                f"inputs {first[source.sha256].uri} and {source.uri} have identical content (sha256 "
+                f"{source.sha256[:16]}...): their events would land in both splits; give each file once"
+            )
+        first[source.sha256] = source
 
 
 def _events_per_range(config: ConvertConfig, info: h5layout.FileInfo) -> int:
@@ -217,13 +246,19 @@ def _estimate_record_bytes(config: ConvertConfig, source: _Source) -> tuple[floa
             block = h5layout.read_events(fh, 0, stop, name=source.uri)
     else:
         block = h5layout.read_events(source.uri, 0, stop)
+    if config.on_bad_event == "fail":
+        # The workers would stop at the same event; saying so now saves starting them.
+        h5layout.check_events(block, source.uri, config.energy_range)
     bad = {b.event_index for b in h5layout.find_bad_events(block, source.uri, config.energy_range)}
     keep = [i for i, e in enumerate(block.event_index) if int(e) not in bad]
+    fallback = 4.0 * math.prod(source.info.image_shape), 1.0  # dense size; nothing to measure
+    if not keep:
+        return fallback
     block = h5layout.EventBlock(block.ecal[keep], block.energy[keep], block.theta[keep],
                                 block.mtheta[keep], block.event_index[keep], block.uri)
     processed, _ = preprocess_block(block, config.preprocess_config())
     if not len(processed):
-        return 4.0 * math.prod(source.info.image_shape), 1.0
+        return fallback
     encoded = [
         records.encode_event(processed.ecal[i], processed.energy[i], processed.theta[i], processed.mtheta[i],
                              processed.ecal_sum[i], processed.event_index[i], 0, config.encoding)
@@ -273,13 +308,6 @@ def default_pipeline_args(pipeline_args: Sequence[str] | None) -> list[str]:
         if "--direct_num_workers" not in given and not in_memory:
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
     return args
-
-
-def _check_destination(config: ConvertConfig) -> None:
-    if not uri_lib.is_empty_dir(config.output) and not config.overwrite:
-        raise FileExistsError(
-            f"output {config.output} is not empty; pass --overwrite to replace what is there"
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,19 +451,41 @@ def _log_stage_rates(result, wall_s: float) -> dict[str, dict[str, float]]:
     return rates
 
 
-def _publish(config: ConvertConfig, staging: str, shard_list: list[dict]) -> None:
-    """Move the shards from staging into the dataset folder (old dataset removed first)."""
-    if config.overwrite:
-        old_manifest = manifest_lib.manifest_path(config.output)
-        uri_lib.delete(old_manifest)  # the old dataset stops existing before its files go
-        staging_prefix = staging.rstrip("/") + "/"
-        for old in uri_lib.list_files(config.output):
-            if not old.startswith(staging_prefix):
-                uri_lib.delete(old)
-    t0 = time.monotonic()
-    for shard in shard_list:
-        uri_lib.rename(uri_lib.join(staging, shard["name"]), uri_lib.join(config.output, shard["name"]))
-    _LOG.info("Publish: %d shards moved in %.1f s", len(shard_list), time.monotonic() - t0)
+def _refuse_empty(config: ConvertConfig, stats: dict, sources: list[_Source]) -> None:
+    """Refuse a dataset that would be empty, or whose train (or, unless allowed, test) split is.
+
+    Runs after the job and before publishing, so nothing is published; the counts say why.
+    """
+    counts = {split: int(stats.get(f"count:{split}", 0)) for split in manifest_lib.SPLITS}
+    n_files = len(sources)
+    where = f"test_fraction {config.test_fraction}, split by {config.split_by} over {n_files} file(s)"
+    if not sum(counts.values()):
+        bad = ", ".join(f"{k.split(':', 1)[1]}: {int(v)}" for k, v in sorted(stats.items()) if k.startswith("bad:"))
+        names = ", ".join(s.uri for s in sources[:3]) + (f" and {n_files - 3} more" if n_files > 3 else "")
+        raise ValueError(
+            f"the conversion kept no events, nothing was published: {int(stats.get('events_read', 0))} read from "
+            f"{names}; bad events by reason: {bad or 'none'}; "
+            f"{int(stats.get('dropped_low_sum', 0))} dropped by the raw-sum cut (--min-raw-sum {config.min_raw_sum}); "
+            f"check the inputs' units (energy in GeV, angles in radians) and --energy-range, --threshold, --min-raw-sum"
+        )
+    by_file = " or --split-by event" if config.split_by == "file" else ""
+    if not counts["train"]:
+        raise ValueError(f"the train split would be empty ({counts['test']} events all hashed to test; {where}), "
+                         f"nothing was published: lower --test-fraction{by_file}")
+    if not counts["test"] and not config.allow_empty_split:
+        raise ValueError(f"the test split would be empty ({counts['train']} events all hashed to train; {where}), "
+                         f"nothing was published: raise --test-fraction{by_file}, or pass --allow-empty-split to "
+                         f"accept a dataset without test events")
+
+
+def _advise(error: InputValidationError, config: ConvertConfig) -> InputValidationError:
+    """Add what the user can do about a bad input to the error's one line."""
+    if error.event_index is not None and config.on_bad_event == "fail":
+        return error.with_hint("to drop bad events instead (counted by reason in the manifest), "
+                               "rerun with --on-bad-event skip")
+    if error.event_index is None:
+        return error.with_hint("fix this file or leave it out of --inputs")
+    return error
 
 
 def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, save_main_session: bool = False) -> dict:
@@ -453,9 +503,13 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
         The manifest as a dict (also written to <output>/manifest.json, last).
 
     Raises:
-        ValueError: bad config values, or input files of different shapes.
+        ValueError: bad config values, input files of different shapes or identical content, an
+            output that is or holds an input, or a result with no events or an empty split
+            (checked before publishing: nothing is published).
+        UsageError: a pipeline flag Beam does not know.
         FileNotFoundError: an input pattern matching nothing.
-        FileExistsError: a non-empty output without overwrite.
+        FileExistsError: an output holding files no conversion wrote (even with overwrite), a
+            previous dataset without overwrite, or another live conversion's lock (named).
         InputValidationError: an input file that is not a valid 3DGAN HDF5 file (checked before
             Beam starts), or under on_bad_event="fail" the first bad event a worker met (file,
             dataset, event index, reason), re-raised from the runner's error.
@@ -466,48 +520,52 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
     config.validate()
     t_start = time.monotonic()
     uri_lib.configure_beam_gcs()
-    _check_destination(config)
-    uris = resolve_inputs(config.inputs)
-    sources = _inspect_sources(uris)
-    sanity.check_sampling_fractions([(s.uri, s.info) for s in sources], config.sampling_fraction_range)
-    for s in sources:
-        s.ranges = h5layout.plan_ranges(s.info, _events_per_range(config, s.info))
-    n_events = sum(s.info.n_events for s in sources)
-    n_ranges = sum(len(s.ranges) for s in sources)
-    record_bytes, kept_fraction = _estimate_record_bytes(config, sources[0])
-    shards = plan_shards(config, n_events, record_bytes, kept_fraction)
-    _LOG.info("PlanRanges: %d files, %d events, %d ranges; ~%.0f bytes/record -> shards %s",
-              len(sources), n_events, n_ranges, record_bytes, shards)
-
     args = default_pipeline_args(pipeline_args)
-    options = PipelineOptions(args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    staging = uri_lib.join(config.output, STAGING_PREFIX + uri_lib.unique_suffix())
-    uri_lib.makedirs(staging)
-    try:
-        t0 = time.monotonic()
-        pipeline = beam.Pipeline(options=options)
-        build_pipeline(pipeline, config, sources, staging, shards)
+    beam_flags.split_pipeline_args(args, _app_flags())
+    uris = resolve_inputs(config.inputs)
+    destination.refuse_output_over_inputs(config.output, uris)
+    with destination.OutputClaim(config.output, config.overwrite, config.stale_lock_hours * 3600.0) as claim:
         try:
-            result = pipeline.run()
-            _wait_with_progress(result, n_events)
-        except Exception as exc:
-            _raise_input_error(exc)
-            raise
+            sources = _inspect_sources(uris)
+            sanity.check_sampling_fractions([(s.uri, s.info) for s in sources], config.sampling_fraction_range)
+            for s in sources:
+                s.ranges = h5layout.plan_ranges(s.info, _events_per_range(config, s.info))
+            n_events = sum(s.info.n_events for s in sources)
+            n_ranges = sum(len(s.ranges) for s in sources)
+            record_bytes, kept_fraction = _estimate_record_bytes(config, sources[0])
+            shards = plan_shards(config, n_events, record_bytes, kept_fraction)
+            _LOG.info("PlanRanges: %d files, %d events, %d ranges; ~%.0f bytes/record -> shards %s",
+                      len(sources), n_events, n_ranges, record_bytes, shards)
+
+            options = PipelineOptions(args)
+            options.view_as(SetupOptions).save_main_session = save_main_session
+            t0 = time.monotonic()
+            pipeline = beam.Pipeline(runner=worker_guard.guarded_runner(args), options=options)
+            build_pipeline(pipeline, config, sources, claim.staging, shards)
+            try:
+                with worker_guard.guard_workers(args):
+                    result = pipeline.run()
+                    _wait_with_progress(result, n_events)
+            except Exception as exc:
+                _raise_input_error(exc)
+                raise
+        except InputValidationError as err:
+            raise _advise(err, config) from err
         wall = time.monotonic() - t0
         _log_rate("BeamJob", n_events, wall)
         rates = _log_stage_rates(result, wall)
-        stats = json.loads(uri_lib.read_text(uri_lib.join(staging, STATS_NAME)))
-        shard_list = sorted(json.loads(uri_lib.read_text(uri_lib.join(staging, SHARDS_NAME))),
+        stats = json.loads(uri_lib.read_text(uri_lib.join(claim.staging, STATS_NAME)))
+        _refuse_empty(config, stats, sources)
+        shard_list = sorted(json.loads(uri_lib.read_text(uri_lib.join(claim.staging, SHARDS_NAME))),
                             key=lambda s: s["name"])
         manifest = _make_manifest(config, sources, shard_list, stats, args, wall, rates)
-        _publish(config, staging, shard_list)
-    finally:
-        uri_lib.delete_tree(staging)
-    manifest.created_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    manifest.run["total_seconds"] = round(time.monotonic() - t_start, 3)
-    manifest = manifest.with_content_hash()
-    target = manifest_lib.write_manifest(manifest, config.output)
+        manifest.created_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        manifest.run["total_seconds"] = round(time.monotonic() - t_start, 3)
+        manifest = manifest.with_content_hash()
+        t0 = time.monotonic()
+        target = claim.publish([s["name"] for s in shard_list],
+                               lambda: manifest_lib.write_manifest(manifest, config.output))
+        _LOG.info("Publish: %d shards moved in %.1f s", len(shard_list), time.monotonic() - t0)
     _LOG.info("Manifest written last: %s (content hash %s)", target, manifest.content_hash[:16])
     return manifest.to_dict()
 
@@ -570,9 +628,11 @@ def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> man
 def _parser() -> argparse.ArgumentParser:
     defaults = ConvertConfig(inputs=[], output="")
     p = argparse.ArgumentParser(
+        prog="caloforge convert",
         description="Convert 3DGAN HDF5 files to TFRecord shards + manifest.json with Apache Beam. "
-        "Unrecognised flags go to Beam (e.g. --runner=DataflowRunner --project ... --region ... "
-        "--temp_location gs://... --setup_file ./setup.py)."
+        "Other flags must be Beam pipeline options and go to Beam (e.g. --runner=DataflowRunner --project ... "
+        "--region ... --temp_location gs://... --setup_file ./setup.py); an unknown flag is an error.",
+        allow_abbrev=False,  # a prefix of one of our flags must not pass for the flag
     )
     p.add_argument("--inputs", nargs="+", required=True, help="HDF5 files or patterns (local or gs://)")
     p.add_argument("--output", required=True, help="dataset folder or gs:// prefix")
@@ -592,8 +652,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target-shard-mb", type=float, default=defaults.target_shard_mb)
     p.add_argument("--min-shards", type=int, default=defaults.min_shards)
     p.add_argument("--events-per-range", type=int, default=defaults.events_per_range)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous conversion in --output (only its manifest and listed shards)")
+    p.add_argument("--allow-empty-split", action="store_true", help="accept an empty test split")
+    p.add_argument("--stale-lock-hours", type=float, default=defaults.stale_lock_hours,
+                   help="age after which another host's lock in --output counts as left by a dead run")
     return p
+
+
+def _app_flags() -> list[str]:
+    return [s for action in _parser()._actions for s in action.option_strings]  # pylint: disable=protected-access
 
 
 def config_from_args(ns: argparse.Namespace) -> ConvertConfig:
@@ -602,11 +670,13 @@ def config_from_args(ns: argparse.Namespace) -> ConvertConfig:
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True) -> dict:
-    """Command-line entry: app flags become a ConvertConfig, the rest go to Beam unchanged."""
-    known, pipeline_args = _parser().parse_known_args(argv)
+    """Command-line entry: app flags become a ConvertConfig; the rest must be Beam flags and go to
+    Beam unchanged (an unknown flag raises UsageError naming the closest valid one)."""
+    known, pipeline_args = beam_flags.parse_app_and_pipeline_args(_parser(), argv)
     return convert(config_from_args(known), pipeline_args, save_main_session=save_main_session)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from pipelines.cli import main  # the CLI's error handling: one line and exit code 2 for user errors
+
+    sys.exit(main(["convert", *sys.argv[1:]]))

@@ -8,7 +8,17 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Callable, Sequence
+
+from data_prep.errors import UsageError
+
+# Mistakes a user can fix from the message alone: bad values or flags (ValueError, which includes
+# InputValidationError and UsageError), missing inputs, an output that is taken. They print one
+# line and exit with 2; anything else is a fault and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, UsageError, FileNotFoundError, FileExistsError,
+                                                PermissionError)
+VERBOSE_FLAGS = ("-v", "--verbose")
 
 # Stage commands hand their remaining arguments to the stage's own parser, so `caloforge train
 # --help` documents exactly the flags of trainer.train (one source of truth per stage).
@@ -75,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="caloforge",
         description="3DGAN calorimeter fast simulation: a Kubeflow Pipelines DAG and its stages.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and tracebacks with error messages (anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML")
@@ -108,26 +119,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def take_verbose(argv: Sequence[str]) -> tuple[bool, list[str]]:
+    """(whether -v/--verbose appears anywhere before a `--`, argv without it).
+
+    The flag belongs to the CLI, not to a stage's parser, so it may come before or after the
+    command name.
+    """
+    out: list[str] = []
+    verbose = False
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg in VERBOSE_FLAGS:
+            verbose = True
+        else:
+            out.append(arg)
+    return verbose, out
+
+
+def report_user_errors(command: str, action: Callable[[], object], verbose: bool) -> int:
+    """Run a command; a user error becomes `caloforge <command>: error: <one line>` and exit 2.
+
+    With verbose the traceback is printed first. Other exceptions propagate unchanged.
+    """
+    try:
+        result = action()
+    except USER_ERRORS as err:
+        if verbose:
+            traceback.print_exc()
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"caloforge {command}: error: {message}", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose, argv = take_verbose(list(sys.argv[1:] if argv is None else argv))
     # TensorFlow's C++ start-up chatter would bury the command's own output; users can still
     # ask for it by setting the variable themselves.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
     # A stage command passes everything after its name to the stage's own parser.
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if first is not None and argv[first] in STAGE_COMMANDS:
-        result = _stage_entry(argv[first])(argv[first + 1 :])
-        return result if isinstance(result, int) else 0
+        command, rest = argv[first], argv[first + 1 :]
+        return report_user_errors(command, lambda: _stage_entry(command)(rest), verbose)
 
     args = build_parser().parse_args(argv)
-    if args.verbose:
-        logging.getLogger().setLevel(logging.DEBUG)
-    try:
-        return _dispatch(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"caloforge {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    return report_user_errors(args.command, lambda: _dispatch(args), verbose)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

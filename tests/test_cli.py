@@ -61,3 +61,15 @@ def test_params_prints_defaults(capsys):
     assert main(["params"]) == 0
     params = json.loads(capsys.readouterr().out)
     assert params["preset"] == "small" and "mc_events" in params
+
+
+def test_stage_user_error_is_one_line_with_exit_code_2(tmp_path, capsys):
+    """Every stage command runs under the CLI's error handling, not only convert."""
+    argv = ["generate", "--output-dir", str(tmp_path / "mc"), "--n-events", "-5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("caloforge generate: error:")] == [
+        "caloforge generate: error: MonteCarloConfig.n_events must be an integer >= 1, got -5"]
+    assert main([*argv, "-v"]) == 2  # --verbose after the stage name too
+    assert "Traceback" in capsys.readouterr().err

@@ -179,18 +179,23 @@ def test_same_inputs_give_same_content_hash_and_seed_changes_it(tmp_path, dense_
     assert reseeded["records_digest"] != first["records_digest"]
 
 
-def test_refuses_non_empty_destination_and_overwrite_replaces(tmp_path, mc_files):
+def test_refuses_foreign_files_even_with_overwrite_and_overwrite_replaces_a_dataset(tmp_path, mc_files):
     out = tmp_path / "ds"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not empty.*--overwrite"):
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(FileExistsError, match="precious.txt"):
+            run(["--inputs", *mc_files, "--output", str(out), *extra, *IN_PROCESS], save_main_session=False)
+        assert sorted(os.listdir(out)) == ["precious.txt"]
+    (out / "precious.txt").unlink()
+    run(["--inputs", *mc_files, "--output", str(out), "--min-shards", "2", *IN_PROCESS], save_main_session=False)
+    with pytest.raises(FileExistsError, match="already holds a dataset.*--overwrite"):
         run(["--inputs", *mc_files, "--output", str(out), *IN_PROCESS], save_main_session=False)
-    assert sorted(os.listdir(out)) == ["precious.txt"]
     manifest = run(["--inputs", *mc_files, "--output", str(out), "--overwrite", "--min-shards", "3",
                     "--test-fraction", "0.25", *IN_PROCESS], save_main_session=False)
     names = sorted(os.listdir(out))
-    assert "precious.txt" not in names and "manifest.json" in names
-    assert not any(n.startswith("_staging") for n in names)
+    assert "manifest.json" in names
+    assert not any(n.startswith("_staging") or n == "_caloforge.lock" for n in names)
     assert sorted(n for n in names if n != "manifest.json") == sorted(s["name"] for s in manifest["shards"])
     assert manifest["split"]["test_fraction"] == 0.25
 
@@ -199,8 +204,8 @@ def test_run_command_line_multiprocess(tmp_path, mc_files):
     """The default runner (multi-process DirectRunner, one worker per core) from the CLI entry."""
     pattern = os.path.join(os.path.dirname(mc_files[0]), "*.h5")
     manifest = run(["--inputs", pattern, "--output", str(tmp_path / "cli"), "--encoding", "sparse",
-                    "--compression", "gzip", "--split-by", "file", "--test-fraction", "0.5"],
-                   save_main_session=False)
+                    "--compression", "gzip", "--split-by", "file", "--test-fraction", "0.5", "--seed", "2"],
+                   save_main_session=False)  # seed 2 hashes one file to each side (0 sent both to test)
     assert "--direct_running_mode=multi_processing" in manifest["run"]["pipeline_args"]
     assert all(s["name"].endswith(".tfrecord.gz") for s in manifest["shards"])
     # split by file: the records of each source file all land on one side
@@ -213,6 +218,7 @@ def test_run_command_line_multiprocess(tmp_path, mc_files):
                 source = example_pb2.Example.FromString(record).features.feature["source_index"].int64_list.value[0]
                 sides.setdefault(int(source), set()).add(shard["split"])
     assert sorted(sides) == [0, 1] and all(len(s) == 1 for s in sides.values())
+    assert sides[0] != sides[1]
     assert manifest["run"]["stages"]["EncodeEvents"]["events"] == sum(manifest["counts"].values())
 
 
