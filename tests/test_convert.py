@@ -53,7 +53,7 @@ def bad_file(tmp_path_factory, mc_files):
 @pytest.fixture(scope="module")
 def dense_dataset(tmp_path_factory, mc_files):
     out = str(tmp_path_factory.mktemp("dense") / "ds")
-    manifest = convert(ConvertConfig(inputs=mc_files, output=out, min_shards=2), IN_PROCESS)
+    manifest = convert(ConvertConfig(inputs=mc_files, output=out, encoding="dense", min_shards=2), IN_PROCESS)
     return out, manifest
 
 
@@ -165,10 +165,12 @@ def test_dense_conversion_manifest_is_complete_and_consistent(dense_dataset, mc_
 
 def test_same_inputs_give_same_content_hash_and_seed_changes_it(tmp_path, dense_dataset, mc_files):
     _, first = dense_dataset
-    again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), min_shards=2), IN_PROCESS)
+    again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), encoding="dense",
+                                    min_shards=2), IN_PROCESS)
     assert again["content_hash"] == first["content_hash"]
     assert again["created_utc"] and again["output"] != first["output"]
-    reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), min_shards=2, seed=1),
+    reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), encoding="dense",
+                                       min_shards=2, seed=1),
                        IN_PROCESS)
     assert reseeded["content_hash"] != first["content_hash"]
     assert reseeded["records_digest"] != first["records_digest"]
