@@ -95,11 +95,12 @@ def train_gan(
     import os
 
     from components.artifacts import location
-    from data_prep.console import configure_console
+    from data_prep.console import configure_console, import_quietly
     from pipelines.config import stage_values
     from trainer.config import TrainConfig
 
-    configure_console()  # before TensorFlow loads: its C++ log level is read once
+    configure_console()
+    import_quietly("tensorflow")
     from trainer.train import train
 
     config = TrainConfig(data=os.path.join(location(tfrecords), "manifest.json"), output_dir=location(model),
@@ -129,10 +130,11 @@ def evaluate_gan(
 
     from components.artifacts import location, log_scalars
     from data_prep import uri
-    from data_prep.console import configure_console
+    from data_prep.console import configure_console, import_quietly
     from pipelines.config import stage_values
 
-    configure_console()  # before TensorFlow loads: its C++ log level is read once
+    configure_console()
+    import_quietly("tensorflow")
     from eval.evaluate import EvalConfig, evaluate
 
     out_dir = location(evaluation)
@@ -160,11 +162,12 @@ def collect_benchmark(
     import os
 
     from components.artifacts import location, log_scalars
-    from data_prep.console import configure_console
+    from data_prep.console import configure_console, import_quietly
     from eval.benchmark import BenchmarkConfig, collect
     from pipelines.config import stage_values
 
     configure_console()
+    import_quietly("tensorflow")  # the fingerprint lists TensorFlow's devices
     config = BenchmarkConfig(train_dir=location(model), output_dir=location(benchmark),
                              manifest=os.path.join(location(tfrecords), "manifest.json"),
                              **stage_values("benchmark", locals()))

@@ -8,18 +8,34 @@ component in a subprocess) through the CALOFORGE_VERBOSE environment variable.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
+import re
+import sys
+import tempfile
 import time
 import warnings
+from types import ModuleType
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 VERBOSE_ENV = "CALOFORGE_VERBOSE"
-#: Loggers of libraries whose INFO lines are not ours (their warnings still show).
-CHATTY_LOGGERS = ("apache_beam", "tensorflow", "absl", "keras", "kfp", "google", "urllib3", "h5py",
-                  "matplotlib", "docker")
+#: Loggers of libraries whose INFO lines are not ours, and the level they keep without --verbose.
+#: Beam's local workers relay routine start-up warnings (no semi_persistent_directory ...) on
+#: every run, so Beam keeps only its errors; the others keep their warnings.
+CHATTY_LOGGERS = {
+    "apache_beam": logging.ERROR,
+    **dict.fromkeys(("tensorflow", "absl", "keras", "kfp", "google", "urllib3", "h5py", "matplotlib", "docker"),
+                    logging.WARNING),
+}
 _CHATTY_MODULES = r"(apache_beam|tensorflow|keras|kfp|google|absl|proto)(\.|$)"
+#: Lines TensorFlow's C++ runtime writes straight to stderr while it loads, whatever
+#: TF_CPP_MIN_LOG_LEVEL says (absl logs them before its own initialisation).
+START_UP_BANNERS = (
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"),
+    re.compile(r"^I\d{4} [\d:.]+\s+\d+ port\.cc:\d+\] oneDNN custom operations are on"),
+)
 
 
 def configure_console(verbose: bool = False) -> bool:
@@ -42,12 +58,39 @@ def configure_console(verbose: bool = False) -> bool:
     if not root.handlers:
         logging.basicConfig(format=LOG_FORMAT)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    for name, quiet_level in CHATTY_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else quiet_level)
     if not verbose:
         for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category, module=_CHATTY_MODULES)
     return verbose
+
+
+def import_quietly(module: str = "tensorflow", verbose: bool = False) -> ModuleType:
+    """Imports `module` with TensorFlow's C++ start-up banners filtered out of stderr.
+
+    The banners bypass Python's logging (the C++ runtime writes to file descriptor 2), so the
+    descriptor is pointed at a temporary file during the import; every other line written
+    meanwhile (a real error, a Python warning) is passed on to stderr afterwards.
+    """
+    verbose = verbose or os.environ.get(VERBOSE_ENV) == "1"
+    if verbose or module in sys.modules:
+        return importlib.import_module(module)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            return importlib.import_module(module)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(p.match(line) for p in START_UP_BANNERS):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def format_duration(seconds: float) -> str:
@@ -61,7 +104,9 @@ def format_duration(seconds: float) -> str:
 
 
 class ProgressLog:
-    """One log line every `every_s` seconds with done/total, rate and ETA (and a last one at the end).
+    """One log line every `every_s` seconds with done/total, rate and ETA.
+
+    Work shorter than `every_s` logs nothing; the caller logs its own summary at the end.
 
     Args:
         logger: Where the lines go (INFO).
@@ -87,8 +132,8 @@ class ProgressLog:
                 f"ETA {format_duration(eta)})")
 
     def update(self, done: int) -> None:
-        """Logs a line if `every_s` passed since the last one, and always when done == total."""
+        """Logs a line if `every_s` passed since the last one and work remains."""
         now = time.monotonic()
-        if done >= self.total or now - self.last >= self.every_s:
+        if done < self.total and now - self.last >= self.every_s:
             self.last = now
             self.logger.info(self.line(done))

@@ -464,7 +464,6 @@ def build_parser() -> ConfigArgumentParser:
     )
     parser.add_argument("--output-dir", required=True,
                         help="local folder for the HDF5 files (gs:// is not supported: write locally, then copy)")
-    add_verbose_flag(parser)
     return parser
 
 
@@ -475,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         The written file paths (also printed, one per line).
     """
     parser = build_parser()
+    add_verbose_flag(parser)
     config, args = parse_config(parser, MonteCarloConfig, argv, help_sources=(ShowerParams,))
     # h5py writes local files: a gs:// "folder" would become a local folder named gs:.
     problem = check_path("local_output", args.output_dir, "--output-dir")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, parse_config
-from data_prep.console import configure_console
+from data_prep.console import configure_console, import_quietly
 from data_prep.strict_fields import reject_unknown_keys
 
 LOG = logging.getLogger(__name__)
@@ -424,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_verbose_flag(parser)
     config, args = parse_config(parser, BenchmarkConfig, argv)
     configure_console(args.verbose)
+    if config.include_tf_devices:
+        import_quietly("tensorflow", args.verbose)
     result = collect(config)
     print(json.dumps({k: result.get(k) for k in ("showers_per_second", "seconds_per_step", "output")}))
     return 0

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, choices_field, parse_config
-from data_prep.console import configure_console
+from data_prep.console import configure_console, import_quietly
 from data_prep.manifest import SPLITS
 from data_prep.strict_fields import reject_unknown_keys
 from eval import calochallenge as cc
@@ -451,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_verbose_flag(parser)
     config, args = parse_config(parser, EvalConfig, argv)
     configure_console(args.verbose)
+    import_quietly("tensorflow", args.verbose)  # the generator runs on TensorFlow
     metrics = evaluate(config)
     print(json.dumps({"passed": metrics["verdict"]["passed"], "output_dir": config.output_dir}))
     return 0

@@ -27,14 +27,14 @@ def _stage_entry(command: str) -> Callable[[list[str]], object]:
 
 
 def _add_hardware_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=None, help="container image of every component (default: $CALOFORGE_IMAGE or the published CPU image)")
+    parser.add_argument("--image", default=None, metavar="IMG", help="container image of every component (default: $CALOFORGE_IMAGE or the published CPU image)")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "tpu"], help="hardware of the training step")
-    parser.add_argument("--accelerator-count", type=int, default=0, help="GPUs or TPU chips for the training step")
-    parser.add_argument("--gpu-type", default="", help="GPU model, e.g. nvidia-tesla-v100, nvidia-a100, nvidia-h100")
-    parser.add_argument("--tpu-version", default="", help="TPU generation, e.g. v3, v4, v5e")
-    parser.add_argument("--tpu-topology", default="", help="TPU slice topology, e.g. 2x2 or 4x4")
+    parser.add_argument("--accelerator-count", type=int, default=0, metavar="N", help="GPUs or TPU chips for the training step")
+    parser.add_argument("--gpu-type", default="", metavar="T", help="GPU model, e.g. nvidia-tesla-v100, nvidia-a100, nvidia-h100")
+    parser.add_argument("--tpu-version", default="", metavar="V", help="TPU generation, e.g. v3, v4, v5e")
+    parser.add_argument("--tpu-topology", default="", metavar="AxB", help="TPU slice topology, e.g. 2x2 or 4x4")
     parser.add_argument("--target", default="vertex", choices=["vertex", "kubeflow"], help="where the YAML will run (resource names differ)")
-    parser.add_argument("--hardware-file", default=None, help="JSON file with the flags above as keys (see infra/vertex/*.json); flags given on the command line win")
+    parser.add_argument("--hardware-file", default=None, metavar="F.json", help="JSON file with the flags above as keys (see infra/vertex/*.json); flags given on the command line win")
 
 
 def _apply_hardware_file(args: argparse.Namespace, parser_defaults: dict) -> None:
@@ -142,26 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML")
-    p.add_argument("--output", default="caloforge_pipeline.yaml", help="YAML file to write")
+    p.add_argument("--output", default="caloforge_pipeline.yaml", metavar="F.yaml", help="YAML file to write")
     _add_hardware_flags(p)
     _add_param_flags(p, "default of a pipeline parameter in the YAML (repeatable)")
 
     p = sub.add_parser("run", help="run the whole DAG")
     p.add_argument("--local", action="store_true", required=True, help="run with kfp.local in this environment (the only mode; use `submit` for clusters)")
-    p.add_argument("--output-dir", default="runs/latest", help="run folder collecting every stage's outputs")
+    p.add_argument("--output-dir", default="runs/latest", metavar="D", help="run folder collecting every stage's outputs")
     _add_param_flags(p, "override a pipeline parameter (repeatable)")
 
     p = sub.add_parser("submit", help="submit a compiled YAML to Vertex AI or Kubeflow")
-    p.add_argument("backend", choices=["vertex", "kubeflow"])
-    p.add_argument("--pipeline", default="caloforge_pipeline.yaml", help="compiled YAML")
+    p.add_argument("backend", choices=["vertex", "kubeflow"], help="Vertex AI Pipelines or a Kubeflow Pipelines cluster")
+    p.add_argument("--pipeline", default="caloforge_pipeline.yaml", metavar="F.yaml", help="compiled YAML")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="value of a pipeline parameter for this run (repeatable)")
-    p.add_argument("--project", default="")
-    p.add_argument("--region", default="")
-    p.add_argument("--pipeline-root", default="", help="gs:// artifact root")
-    p.add_argument("--service-account", default=None)
-    p.add_argument("--host", default="", help="Kubeflow Pipelines API endpoint")
-    p.add_argument("--namespace", default=None)
-    p.add_argument("--experiment", default="caloforge")
+    p.add_argument("--project", default="", metavar="P", help="Google Cloud project (vertex)")
+    p.add_argument("--region", default="", metavar="R", help="Vertex AI region, e.g. europe-west4 (vertex)")
+    p.add_argument("--pipeline-root", default="", metavar="gs://...", help="gs:// artifact root")
+    p.add_argument("--service-account", default=None, metavar="SA", help="service account the job runs as (vertex)")
+    p.add_argument("--host", default="", metavar="URL", help="Kubeflow Pipelines API endpoint (kubeflow)")
+    p.add_argument("--namespace", default=None, metavar="NS", help="Kubeflow namespace (kubeflow)")
+    p.add_argument("--experiment", default="caloforge", metavar="NAME", help="Kubeflow experiment (kubeflow)")
     p.add_argument("--dry-run", action="store_true", help="build the job and print it without submitting")
 
     p = sub.add_parser("params", help="show the pipeline parameters: type, default, choices, help")

@@ -296,7 +296,7 @@ def test_config_round_trip_and_shard_planning():
         ConvertConfig.from_dict({**cfg.to_dict(), "shards": 3})
     # 10,000 dense events of 260 kB: 2.34 GB of train -> 19 shards of 128 MB; 0.26 GB of test -> 3,
     # raised to the default minimum of 4
-    shards = plan_shards(ConvertConfig(inputs=["a"], output="o"), 10_000, 260_252, 1.0)
+    shards = plan_shards(ConvertConfig(inputs=["a"], output="o", test_fraction=0.1), 10_000, 260_252, 1.0)
     assert shards == {"train": 19, "test": 4}
     assert plan_shards(ConvertConfig(inputs=["a"], output="o", min_shards=8), 100, 3000, 1.0) == {"train": 8, "test": 8}
 

@@ -10,7 +10,7 @@ import json
 from typing import Optional, Sequence
 
 from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, parse_config
-from data_prep.console import configure_console
+from data_prep.console import configure_console, import_quietly
 from trainer.config import TrainConfig
 
 DESCRIPTION = "Train 3DGAN from a converted dataset (manifest.json); one flag per TrainConfig field."
@@ -27,7 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_verbose_flag(parser)
     config, args = parse_config(parser, TrainConfig, argv)
     configure_console(args.verbose)
-    from trainer.train import train  # TensorFlow: only once the flags are known to be good
+    import_quietly("tensorflow", args.verbose)  # only once the flags are known to be good
+    from trainer.train import train
 
     result = train(config)
     print(json.dumps(result.to_dict(), sort_keys=True))
