@@ -46,7 +46,7 @@ def configure_console(verbose: bool = False) -> bool:
             our INFO lines and the libraries' warnings, unless $CALOFORGE_VERBOSE is 1 (set by a
             parent `caloforge -v` process, e.g. for the kfp.local components it starts).
     """
-    verbose = verbose or os.environ.get(VERBOSE_ENV) == "1"
+    verbose = verbose or is_verbose()
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # child processes (kfp.local components) follow
     # TensorFlow reads this once, when it loads: it must be set before the first import.
@@ -66,6 +66,11 @@ def configure_console(verbose: bool = False) -> bool:
     return verbose
 
 
+def is_verbose() -> bool:
+    """Whether this process (or the caloforge process that started it) runs with --verbose."""
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
 def import_quietly(module: str = "tensorflow", verbose: bool = False) -> ModuleType:
     """Imports `module` with TensorFlow's C++ start-up banners filtered out of stderr.
 
@@ -73,8 +78,7 @@ def import_quietly(module: str = "tensorflow", verbose: bool = False) -> ModuleT
     descriptor is pointed at a temporary file during the import; every other line written
     meanwhile (a real error, a Python warning) is passed on to stderr afterwards.
     """
-    verbose = verbose or os.environ.get(VERBOSE_ENV) == "1"
-    if verbose or module in sys.modules:
+    if verbose or is_verbose() or module in sys.modules:
         return importlib.import_module(module)
     sys.stderr.flush()
     saved = os.dup(2)

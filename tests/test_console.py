@@ -70,3 +70,49 @@ def test_progress_line_has_rate_and_eta(caplog):
     assert len(caplog.records) == 1
     line = caplog.records[0].getMessage()
     assert line.startswith("generating showers: 25/100 showers (") and "showers/s, ETA " in line
+
+
+KFP_TRANSCRIPT = """\
+11:03:36.460 - INFO - Executing task \x1b[96m'train-gan'\x1b[0m
+11:03:36.460 - INFO - Streamed logs:
+
+    [KFP Executor 2026-12-02 11:03:36,648 INFO]: Looking for component `train_gan` in --component_module_path `/tmp/x.py`
+    [KFP Executor 2026-12-02 11:03:36,648 INFO]: Loading KFP component "train_gan" from /tmp/x.py
+    [KFP Executor 2026-12-02 11:03:36,649 INFO]: Got executor_input:
+    {
+        "inputs": {
+            "parameterValues": {"preset": "tiny"}
+        }
+    }
+    [KFP Executor 2026-12-02 11:03:51,236 INFO]: step 10/120 epoch 0 0.30 steps/s 4.8 showers/s ETA 6m06s
+    Traceback (most recent call last):
+    ValueError: TrainConfig.preset='x' is not one of full, small, tiny, fixed_angle
+    [KFP Executor 2026-12-02 11:03:59,097 INFO]: Wrote executor output file to /tmp/out.json
+
+11:04:01.014 - INFO - Task \x1b[96m'train-gan'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
+11:04:01.015 - INFO - Task \x1b[96m'train-gan'\x1b[0m outputs:
+    model: Model( name='model',
+                  metadata={'steps': 6.0} )
+--------------------------------------------------------------------------------
+11:04:18.665 - INFO - Pipeline \x1b[95m'caloforge-3dgan'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
+"""
+
+
+def test_kfp_local_boilerplate_is_dropped_and_stage_lines_and_errors_kept():
+    import io
+
+    from pipelines.kfp_console import KfpLocalFilter
+
+    out = io.StringIO()
+    stream = KfpLocalFilter(out)
+    for chunk in (KFP_TRANSCRIPT[:100], KFP_TRANSCRIPT[100:333], KFP_TRANSCRIPT[333:]):  # any chunking
+        stream.write(chunk)
+    stream.close_pending()
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "executor_input" in line or "parameterValues" in line] == []
+    assert not any("Looking for component" in l or "Wrote executor output" in l or "metadata=" in l for l in lines)
+    kept = ("Executing task", "step 10/120 epoch 0 0.30 steps/s 4.8 showers/s ETA 6m06s", "Traceback",
+            "ValueError: TrainConfig.preset='x'", "finished with status", "Pipeline")
+    for text in kept:
+        assert any(text in line for line in lines), text
+    assert len(lines) == len(kept)
