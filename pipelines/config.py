@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from data_prep import records
 from data_prep.config_cli import FieldInfo, check_path, describe, named_fields, uri_scheme
 from data_prep.convert import ConvertConfig
+from data_prep.mc_shower import ShowerParams
 from data_prep.montecarlo import MonteCarloConfig
 from data_prep.strict_fields import reject_unknown_keys
 from eval.benchmark import BenchmarkConfig
@@ -102,11 +103,8 @@ class Param:
 
 
 def _help_sources(cls: type) -> tuple[type, ...]:
-    if cls is MonteCarloConfig:
-        from data_prep.mc_shower import ShowerParams
-
-        return (ShowerParams,)
-    return ()
+    # MonteCarloConfig flattens ShowerParams' fields and leaves their help to its docstring.
+    return (ShowerParams,) if cls is MonteCarloConfig else ()
 
 
 PARAMETERS: tuple[Param, ...] = (
