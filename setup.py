@@ -1,6 +1,13 @@
 """Packaging for caloforge: the 3DGAN fast-simulation pipeline (data_prep, trainer, eval, KFP DAG)."""
 
+import os
+import re
+
 from setuptools import setup
+
+# One version: pipelines/version.py (also what `caloforge --version` prints).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipelines", "version.py"), encoding="utf-8") as _f:
+    VERSION = re.search(r'^VERSION = "([^"]+)"', _f.read(), re.M).group(1)
 
 # Runtime requirements are ranges; constraints.txt pins the exact set tested together.
 INSTALL_REQUIRES = [
@@ -27,7 +34,7 @@ EXTRAS_REQUIRE = {
 
 setup(
     name="caloforge",
-    version="0.1.0",
+    version=VERSION,
     description="Kubeflow Pipelines DAG that prepares data for, trains and validates 3DGAN calorimeter showers",
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",

@@ -72,9 +72,9 @@ class ConvertConfig:
 
     inputs: list[str]
     output: str
-    encoding: str = records.ENCODING_DENSE
+    encoding: str = records.ENCODING_SPARSE
     compression: str = records.COMPRESSION_NONE
-    test_fraction: float = 0.1
+    test_fraction: float = 0.2
     split_by: str = "event"
     seed: int = 0
     on_bad_event: str = "fail"

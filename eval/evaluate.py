@@ -13,24 +13,24 @@ so a reader that finds metrics.json finds a complete evaluation.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import logging
 import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, choices_field, parse_config
+from data_prep.console import configure_console, import_quietly
+from data_prep.manifest import SPLITS
+from data_prep.strict_fields import reject_unknown_keys
 from eval import calochallenge as cc
 from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
 from eval.metrics import BinningConfig, Tolerances, compare_physics, verdict
-from eval.report import build_figures, render_html
-from data_prep.strict_fields import reject_unknown_keys
 
 LOG = logging.getLogger(__name__)
 
@@ -50,10 +50,11 @@ class EvalConfig:
         batch_size: Generator batch size.
         split: Dataset split holding the Monte Carlo reference.
         hit_threshold_gev: Hit threshold in GeV of deposited energy (0.015 raw units at 3e-4).
-        energy_centres: Explicit energy-bin centres, GeV (empty = equal-population bins).
+        energy_centres: Explicit energy-bin centres, GeV, space- or comma-separated (empty =
+            equal-population bins).
         energy_half_width: Half width of explicit energy bins, GeV.
         n_energy_bins: Number of equal-population energy bins.
-        angle_centres_deg: Angle-bin centres, degrees.
+        angle_centres_deg: Angle-bin centres, degrees, space- or comma-separated.
         angle_half_width_rad: Angle-bin half width, radians.
         min_events_per_bin: Bins with fewer events in either sample are skipped.
         histogram_bins: Bins of the separation-power histograms.
@@ -73,13 +74,13 @@ class EvalConfig:
         tol_n_sigma: FPD/KPD thresholds also allow this many combined statistical errors.
     """
 
-    data: str
-    generator_dir: str
-    output_dir: str
+    data: str = field(metadata={"path": "input"})
+    generator_dir: str = field(metadata={"path": "input"})
+    output_dir: str = field(metadata={"path": "output"})
     max_events: int = 0
     seed: int = 0
     batch_size: int = 64
-    split: str = "test"
+    split: str = choices_field("test", SPLITS)
     hit_threshold_gev: float = DEFAULT_HIT_THRESHOLD_GEV
     # Binning and tolerance defaults come from eval.metrics' own dataclasses: one source.
     energy_centres: tuple[float, ...] = BinningConfig.energy_centres
@@ -326,6 +327,7 @@ def write_outputs(output_dir: str, metrics: dict, figures) -> dict[str, str]:
         Mapping of output name -> URI.
     """
     from data_prep import uri
+    from eval.report import render_html  # matplotlib: loaded when a report is written
 
     paths = {}
     uri.makedirs(output_dir)
@@ -417,6 +419,8 @@ def evaluate(config: EvalConfig) -> dict:
         "wall_seconds": time.monotonic() - started,
     }
     metrics = assemble_metrics(results, config, extra)
+    from eval.report import build_figures  # matplotlib: loaded when a report is written
+
     figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
     from data_prep import uri
 
@@ -436,30 +440,18 @@ def evaluate(config: EvalConfig) -> dict:
 
 
 # --------------------------------------------------------------------------- CLI
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(t) for t in text.split(",") if t.strip())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per EvalConfig field (underscores become dashes); tuples are comma-separated."""
-    parser = argparse.ArgumentParser(prog="caloforge-evaluate", description=__doc__.splitlines()[0])
-    defaults = {f.name: f.default for f in fields(EvalConfig)}
-    for f in fields(EvalConfig):
-        flag = "--" + f.name.replace("_", "-")
-        required = f.default is dataclasses.MISSING
-        if f.name in ("energy_centres", "angle_centres_deg"):
-            parser.add_argument(flag, type=_floats, default=defaults[f.name], help="comma-separated floats")
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            parser.add_argument(flag, type=kind, required=required, default=None if required else defaults[f.name])
-    return parser
+def build_parser() -> ConfigArgumentParser:
+    """One flag per EvalConfig field (underscores become dashes); tuples take several values."""
+    return build_config_parser(EvalConfig, prog="caloforge evaluate", description=__doc__.splitlines()[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: parse flags into an EvalConfig, evaluate, print the verdict; 0 on success."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    config = EvalConfig(**vars(args))
+    parser = build_parser()
+    add_verbose_flag(parser)
+    config, args = parse_config(parser, EvalConfig, argv)
+    configure_console(args.verbose)
+    import_quietly("tensorflow", args.verbose)  # the generator runs on TensorFlow
     metrics = evaluate(config)
     print(json.dumps({"passed": metrics["verdict"]["passed"], "output_dir": config.output_dir}))
     return 0

@@ -14,12 +14,12 @@ in slice i. Events with no energy have undefined moments: they are NaN and flagg
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from data_prep.angle import measured_angle
+from data_prep.console import ProgressLog
 
 LOG = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def compute_features(
     angle = np.empty(n, dtype=np.float64)
     nbins = CELL_SPECTRUM_EDGES.size - 1
     cell_hist = np.zeros((n, nbins), dtype=np.int64)
-    started = time.monotonic()
+    progress = ProgressLog(LOG, "features", n, "events")
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
         # No float64 copy of the block (it dominated the run time): reductions accumulate in
@@ -215,9 +215,7 @@ def compute_features(
         cell_hist[start:stop] = np.bincount(
             ev[keep] * nbins + bins[keep], minlength=(stop - start) * nbins
         ).reshape(stop - start, nbins)
-        if stop < n and time.monotonic() - started > 10:
-            rate = stop / (time.monotonic() - started)
-            LOG.info("features: %d/%d events, %.0f events/s, ETA %.0f s", stop, n, rate, (n - stop) / rate)
+        progress.update(stop)
     ecal_sum = shapes[2].sum(axis=1)
     empty = ~(ecal_sum > 0)
     safe = np.where(empty, 1.0, ecal_sum)

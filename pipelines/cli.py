@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
-import os
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -21,11 +19,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, UsageError, FileNotF
 VERBOSE_FLAGS = ("-v", "--verbose")
 
 # Stage commands hand their remaining arguments to the stage's own parser, so `caloforge train
-# --help` documents exactly the flags of trainer.train (one source of truth per stage).
+# --help` documents exactly the flags of TrainConfig (one source of truth per stage). Each entry
+# module is light: TensorFlow, Beam and kfp load only once a command has parsed its flags.
 STAGE_COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("data_prep.montecarlo", "main", "write Monte Carlo showers as 3DGAN HDF5 files"),
     "convert": ("data_prep.convert", "run", "convert HDF5 files to sharded TFRecords with Apache Beam"),
-    "train": ("trainer.train", "main", "train 3DGAN from a converted dataset"),
+    "train": ("trainer.cli", "main", "train 3DGAN from a converted dataset"),
     "evaluate": ("eval.evaluate", "main", "validate a trained generator against Monte Carlo"),
     "benchmark": ("eval.benchmark", "main", "collect training throughput into benchmark.json"),
 }
@@ -37,14 +36,14 @@ def _stage_entry(command: str) -> Callable[[list[str]], object]:
 
 
 def _add_hardware_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=None, help="container image of every component (default: $CALOFORGE_IMAGE or the published CPU image)")
+    parser.add_argument("--image", default=None, metavar="IMG", help="container image of every component (default: $CALOFORGE_IMAGE or the published CPU image)")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "tpu"], help="hardware of the training step")
-    parser.add_argument("--accelerator-count", type=int, default=0, help="GPUs or TPU chips for the training step")
-    parser.add_argument("--gpu-type", default="", help="GPU model, e.g. nvidia-tesla-v100, nvidia-a100, nvidia-h100")
-    parser.add_argument("--tpu-version", default="", help="TPU generation, e.g. v3, v4, v5e")
-    parser.add_argument("--tpu-topology", default="", help="TPU slice topology, e.g. 2x2 or 4x4")
+    parser.add_argument("--accelerator-count", type=int, default=0, metavar="N", help="GPUs or TPU chips for the training step")
+    parser.add_argument("--gpu-type", default="", metavar="T", help="GPU model, e.g. nvidia-tesla-v100, nvidia-a100, nvidia-h100")
+    parser.add_argument("--tpu-version", default="", metavar="V", help="TPU generation, e.g. v3, v4, v5e")
+    parser.add_argument("--tpu-topology", default="", metavar="AxB", help="TPU slice topology, e.g. 2x2 or 4x4")
     parser.add_argument("--target", default="vertex", choices=["vertex", "kubeflow"], help="where the YAML will run (resource names differ)")
-    parser.add_argument("--hardware-file", default=None, help="JSON file with the flags above as keys (see infra/vertex/*.json); flags given on the command line win")
+    parser.add_argument("--hardware-file", default=None, metavar="F.json", help="JSON file with the flags above as keys (see infra/vertex/*.json); flags given on the command line win")
 
 
 def _apply_hardware_file(args: argparse.Namespace, parser_defaults: dict) -> None:
@@ -80,6 +79,67 @@ def _hardware_from_args(args: argparse.Namespace):
     )
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the report is built only when asked (it runs git)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pipelines.version import version_report
+
+        print(version_report())
+        parser.exit()
+
+
+def _configure_console(verbose: bool) -> None:
+    """TensorFlow/Beam/kfp chatter off unless -v/--verbose was given anywhere (any command)."""
+    from data_prep.console import configure_console
+
+    configure_console(verbose)
+
+
+def _add_param_flags(parser: argparse.ArgumentParser, param_help: str) -> None:
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=param_help)
+    parser.add_argument("--params-file", default=None, metavar="F.json", help="JSON object of pipeline parameters (--param wins)")
+
+
+def _params_from_args(args: argparse.Namespace, cluster: bool):
+    """PipelineParams from --params-file and --param, checked before anything runs.
+
+    Args:
+        cluster: the values go to a cluster (compile, submit): input_uri must be gs://.
+
+    Raises:
+        ValueError: one line naming the parameter, its value and what is valid.
+    """
+    from pipelines.config import PipelineParams, parse_overrides
+
+    params = PipelineParams()
+    if getattr(args, "params_file", None):
+        with open(args.params_file, encoding="utf-8") as f:
+            values = json.load(f)
+        if not isinstance(values, dict):
+            raise ValueError(f"{args.params_file}: expected a JSON object of pipeline parameters")
+        params = PipelineParams.from_dict({**params.to_dict(), **values})
+    params = params.with_overrides(parse_overrides(args.param))
+    params.validate(cluster=cluster)
+    return params
+
+
+def _show_params(as_json: bool) -> int:
+    """`caloforge params`: a table for people, `--json` for programs."""
+    from pipelines.cli_docs import params_text_table
+    from pipelines.config import describe_params
+
+    rows = describe_params()
+    if as_json:
+        print(json.dumps({r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows}, indent=2))
+    else:
+        print(params_text_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caloforge",
@@ -87,32 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and tracebacks with error messages (anywhere on the command line)")
+    parser.add_argument("--version", action=_VersionAction, help="print the version, git commit and key library versions")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML")
-    p.add_argument("--output", default="caloforge_pipeline.yaml", help="YAML file to write")
+    p.add_argument("--output", default="caloforge_pipeline.yaml", metavar="F.yaml", help="YAML file to write")
     _add_hardware_flags(p)
+    _add_param_flags(p, "default of a pipeline parameter in the YAML (repeatable)")
 
     p = sub.add_parser("run", help="run the whole DAG")
     p.add_argument("--local", action="store_true", required=True, help="run with kfp.local in this environment (the only mode; use `submit` for clusters)")
-    p.add_argument("--output-dir", default="runs/latest", help="run folder collecting every stage's outputs")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="override a pipeline parameter (repeatable)")
-    p.add_argument("--params-file", default=None, help="JSON file of pipeline parameters")
+    p.add_argument("--output-dir", default="runs/latest", metavar="D", help="run folder collecting every stage's outputs")
+    _add_param_flags(p, "override a pipeline parameter (repeatable)")
 
     p = sub.add_parser("submit", help="submit a compiled YAML to Vertex AI or Kubeflow")
-    p.add_argument("backend", choices=["vertex", "kubeflow"])
-    p.add_argument("--pipeline", default="caloforge_pipeline.yaml", help="compiled YAML")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--project", default="")
-    p.add_argument("--region", default="")
-    p.add_argument("--pipeline-root", default="", help="gs:// artifact root")
-    p.add_argument("--service-account", default=None)
-    p.add_argument("--host", default="", help="Kubeflow Pipelines API endpoint")
-    p.add_argument("--namespace", default=None)
-    p.add_argument("--experiment", default="caloforge")
+    p.add_argument("backend", choices=["vertex", "kubeflow"], help="Vertex AI Pipelines or a Kubeflow Pipelines cluster")
+    p.add_argument("--pipeline", default="caloforge_pipeline.yaml", metavar="F.yaml", help="compiled YAML")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="value of a pipeline parameter for this run (repeatable)")
+    p.add_argument("--project", default="", metavar="P", help="Google Cloud project (vertex)")
+    p.add_argument("--region", default="", metavar="R", help="Vertex AI region, e.g. europe-west4 (vertex)")
+    p.add_argument("--pipeline-root", default="", metavar="gs://...", help="gs:// artifact root")
+    p.add_argument("--service-account", default=None, metavar="SA", help="service account the job runs as (vertex)")
+    p.add_argument("--host", default="", metavar="URL", help="Kubeflow Pipelines API endpoint (kubeflow)")
+    p.add_argument("--namespace", default=None, metavar="NS", help="Kubeflow namespace (kubeflow)")
+    p.add_argument("--experiment", default="caloforge", metavar="NAME", help="Kubeflow experiment (kubeflow)")
     p.add_argument("--dry-run", action="store_true", help="build the job and print it without submitting")
 
-    p = sub.add_parser("params", help="print the pipeline parameters and their defaults as JSON")
+    p = sub.add_parser("params", help="show the pipeline parameters: type, default, choices, help")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON instead of a table")
 
     for name, (_, _, help_text) in STAGE_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -156,12 +218,7 @@ def report_user_errors(command: str, action: Callable[[], object], verbose: bool
 
 def main(argv: Sequence[str] | None = None) -> int:
     verbose, argv = take_verbose(list(sys.argv[1:] if argv is None else argv))
-    # TensorFlow's C++ start-up chatter would bury the command's own output; users can still
-    # ask for it by setting the variable themselves.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbose:
-        logging.getLogger().setLevel(logging.DEBUG)
+    _configure_console(verbose)
     # A stage command passes everything after its name to the stage's own parser.
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if first is not None and argv[first] in STAGE_COMMANDS:
@@ -173,35 +230,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from pipelines.config import PipelineParams, parse_overrides
-
     if args.command == "params":
-        print(json.dumps(PipelineParams().to_dict(), indent=2))
-        return 0
+        return _show_params(args.json)
     if args.command == "compile":
+        _apply_hardware_file(args, _hardware_defaults())
+        hardware = _hardware_from_args(args)
+        params = _params_from_args(args, cluster=True)
         from pipelines.compiler import compile_pipeline
 
-        _apply_hardware_file(args, _hardware_defaults())
-
-        path = compile_pipeline(args.output, image=args.image, hardware=_hardware_from_args(args), target=args.target)
+        path = compile_pipeline(args.output, image=args.image, hardware=hardware, target=args.target, defaults=params)
         print(f"wrote {path}")
         return 0
     if args.command == "run":
+        params = _params_from_args(args, cluster=False)
         from pipelines.local_runner import run_local
 
-        params = PipelineParams()
-        if args.params_file:
-            with open(args.params_file, encoding="utf-8") as f:
-                params = PipelineParams.from_dict({**params.to_dict(), **json.load(f)})
-        params = params.with_overrides(parse_overrides(args.param))
         summary = run_local(params, args.output_dir)
         verdict = {True: "passed", False: "FAILED", None: "no verdict"}[summary.passed]
         print(f"run folder: {summary.run_dir}\nindex: {summary.run_dir}/index.html\nvalidation: {verdict}\nDAG time: {summary.seconds:.1f} s")
         return 0
     if args.command == "submit":
+        from pipelines.config import parse_overrides
+
         overrides = parse_overrides(args.param)
-        parameters = PipelineParams().with_overrides(overrides).to_dict() if overrides else {}
-        parameters = {k: v for k, v in parameters.items() if k in overrides}
+        params = _params_from_args(args, cluster=True)
+        # Only the values given: the compiled YAML's own defaults stand for the rest.
+        parameters = {k: v for k, v in params.to_dict().items() if k in overrides}
         if args.backend == "vertex":
             from pipelines.submit import VertexTarget, build_vertex_job, submit_vertex
 

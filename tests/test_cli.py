@@ -58,9 +58,9 @@ def test_bad_hardware_file_key_is_named(tmp_path, capsys):
 
 
 def test_params_prints_defaults(capsys):
-    assert main(["params"]) == 0
+    assert main(["params", "--json"]) == 0
     params = json.loads(capsys.readouterr().out)
-    assert params["preset"] == "small" and "mc_events" in params
+    assert params["preset"]["default"] == "small" and "mc_events" in params
 
 
 def test_stage_user_error_is_one_line_with_exit_code_2(tmp_path, capsys):

@@ -53,7 +53,7 @@ def bad_file(tmp_path_factory, mc_files):
 @pytest.fixture(scope="module")
 def dense_dataset(tmp_path_factory, mc_files):
     out = str(tmp_path_factory.mktemp("dense") / "ds")
-    manifest = convert(ConvertConfig(inputs=mc_files, output=out, min_shards=2), IN_PROCESS)
+    manifest = convert(ConvertConfig(inputs=mc_files, output=out, encoding="dense", min_shards=2), IN_PROCESS)
     return out, manifest
 
 
@@ -168,12 +168,14 @@ def test_dense_conversion_manifest_is_complete_and_consistent(dense_dataset, mc_
 
 def test_same_inputs_give_same_content_hash_and_seed_changes_it(tmp_path, dense_dataset, mc_files):
     _, first = dense_dataset
-    again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), min_shards=2), IN_PROCESS)
+    again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), encoding="dense",
+                                    min_shards=2), IN_PROCESS)
     # Exact on purpose: same inputs, same process, per-event NumPy arithmetic (see
     # docs/data_prep_convert.md: not a cross-CPU fingerprint).
     assert again["content_hash"] == first["content_hash"]
     assert again["created_utc"] and again["output"] != first["output"]
-    reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), min_shards=2, seed=1),
+    reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), encoding="dense",
+                                       min_shards=2, seed=1),
                        IN_PROCESS)
     assert reseeded["content_hash"] != first["content_hash"]
     assert reseeded["records_digest"] != first["records_digest"]
@@ -348,7 +350,7 @@ def test_config_round_trip_and_shard_planning():
         ConvertConfig.from_dict({**cfg.to_dict(), "shards": 3})
     # 10,000 dense events of 260 kB: 2.34 GB of train -> 19 shards of 128 MB; 0.26 GB of test -> 3,
     # raised to the default minimum of 4
-    shards = plan_shards(ConvertConfig(inputs=["a"], output="o"), 10_000, 260_252, 1.0)
+    shards = plan_shards(ConvertConfig(inputs=["a"], output="o", test_fraction=0.1), 10_000, 260_252, 1.0)
     assert shards == {"train": 19, "test": 4}
     assert plan_shards(ConvertConfig(inputs=["a"], output="o", min_shards=8), 100, 3000, 1.0) == {"train": 8, "test": 8}
 
