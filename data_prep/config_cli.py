@@ -26,6 +26,7 @@ import difflib
 import inspect
 import os
 import re
+import traceback
 import types
 import typing
 from dataclasses import dataclass
@@ -457,6 +458,16 @@ def parse_config(parser: ConfigArgumentParser, cls: type, argv: Sequence[str] | 
         (config, namespace): the namespace also holds flags that are not config fields.
     """
     ns = parser.parse_args(argv)
+    return check_config(parser, cls, ns, help_sources), ns
+
+
+def check_config(parser: ConfigArgumentParser, cls: type, ns: argparse.Namespace,
+                 help_sources: Iterable[type] = ()) -> Any:
+    """The config from parsed flags, after the path rules and the config's own checks.
+
+    A stage whose parser leaves some flags to another program (convert: Beam's) parses with
+    parse_known_args and calls this directly; every other stage goes through parse_config.
+    """
     infos = describe(cls, help_sources)
     values = values_from_args(cls, ns)
     problem = path_problem(infos, values)
@@ -468,9 +479,13 @@ def parse_config(parser: ConfigArgumentParser, cls: type, argv: Sequence[str] | 
         if callable(validate):
             validate()
     except (ValueError, TypeError) as err:
+        from data_prep.console import is_verbose
+
+        if is_verbose():  # --verbose: the traceback before the one-line error
+            traceback.print_exc()
         flags = ", ".join(i.flag for i in named_fields(str(err), infos))
         parser.error(f"{flags}: {err}" if flags else str(err))
-    return config, ns
+    return config
 
 
 def wants_verbose(argv: Sequence[str]) -> bool:

@@ -21,8 +21,9 @@ from data_prep import beam_flags, destination, h5layout, records, sanity, worker
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
 from data_prep.destination import STAGING_PREFIX  # noqa: F401  (public name, kept here)
+from data_prep.config_cli import build_config_parser, check_choices, check_config, choices_field
 from data_prep.errors import InputValidationError
-from data_prep.preprocess import PreprocessConfig, preprocess_block
+from data_prep.preprocess import ANGLE_KEYS, PreprocessConfig, preprocess_block
 from data_prep.strict_fields import reject_unknown_keys
 
 _LOG = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ SHARDS_NAME = "_shards.json"
 _SAMPLE_EVENTS = 64  # events encoded up front to estimate record size (shard count)
 _RANGE_BYTES = 64 << 20  # default raw ECAL bytes per read range: enough work per element
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "direct", "BundleBasedDirectRunner")
+SPLIT_BY = ("event", "file")
+ON_BAD_EVENT = ("fail", "skip")
 
 
 @dataclass
@@ -71,19 +74,19 @@ class ConvertConfig:
     """
 
     inputs: list[str]
-    output: str
-    encoding: str = records.ENCODING_SPARSE
-    compression: str = records.COMPRESSION_NONE
+    output: str = field(metadata={"path": "output"})
+    encoding: str = choices_field(records.ENCODING_SPARSE, records.ENCODINGS)
+    compression: str = choices_field(records.COMPRESSION_NONE, records.COMPRESSIONS)
     test_fraction: float = 0.2
-    split_by: str = "event"
+    split_by: str = choices_field("event", SPLIT_BY)
     seed: int = 0
-    on_bad_event: str = "fail"
+    on_bad_event: str = choices_field("fail", ON_BAD_EVENT)
     energy_range: tuple[float, float] | None = None
     sampling_fraction_range: tuple[float, float] | None = sanity.DEFAULT_SAMPLING_FRACTION_RANGE
     threshold: float = PreprocessConfig.threshold
     power: float = PreprocessConfig.power
     min_raw_sum: float = PreprocessConfig.min_raw_sum
-    angle_key: str = PreprocessConfig.angle_key
+    angle_key: str = choices_field(PreprocessConfig.angle_key, ANGLE_KEYS)
     target_shard_mb: float = 128.0
     min_shards: int = 4
     events_per_range: int = 0
@@ -102,8 +105,6 @@ class ConvertConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its value."""
-        from data_prep.transforms import ON_BAD_EVENT, SPLIT_BY
-
         if not self.inputs:
             raise ValueError("ConvertConfig.inputs is empty: give at least one HDF5 file or pattern")
         if not self.output:
@@ -117,10 +118,7 @@ class ConvertConfig:
                              "pass --allow-empty-split (allow_empty_split=True) to make a dataset without test events")
         if not self.stale_lock_hours > 0:
             raise ValueError(f"ConvertConfig.stale_lock_hours must be > 0, got {self.stale_lock_hours!r}")
-        if self.split_by not in SPLIT_BY:
-            raise ValueError(f"ConvertConfig.split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
-        if self.on_bad_event not in ON_BAD_EVENT:
-            raise ValueError(f"ConvertConfig.on_bad_event must be one of {ON_BAD_EVENT}, got {self.on_bad_event!r}")
+        check_choices(self)
         if self.energy_range is not None and (len(self.energy_range) != 2 or not self.energy_range[0] < self.energy_range[1]):
             raise ValueError(f"ConvertConfig.energy_range must be (min, max) with min < max, got {self.energy_range!r}")
         band = self.sampling_fraction_range
@@ -625,55 +623,28 @@ def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> man
 # Command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    defaults = ConvertConfig(inputs=[], output="")
-    p = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per ConvertConfig field (data_prep.config_cli); other flags must be Beam's."""
+    return build_config_parser(
+        ConvertConfig,
         prog="caloforge convert",
         description="Convert 3DGAN HDF5 files to TFRecord shards + manifest.json with Apache Beam. "
         "Other flags must be Beam pipeline options and go to Beam (e.g. --runner=DataflowRunner --project ... "
         "--region ... --temp_location gs://... --setup_file ./setup.py); an unknown flag is an error.",
-        allow_abbrev=False,  # a prefix of one of our flags must not pass for the flag
     )
-    p.add_argument("--inputs", nargs="+", required=True, help="HDF5 files or patterns (local or gs://)")
-    p.add_argument("--output", required=True, help="dataset folder or gs:// prefix")
-    p.add_argument("--encoding", choices=records.ENCODINGS, default=defaults.encoding)
-    p.add_argument("--compression", choices=records.COMPRESSIONS, default=defaults.compression)
-    p.add_argument("--test-fraction", type=float, default=defaults.test_fraction)
-    p.add_argument("--split-by", choices=("event", "file"), default=defaults.split_by)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--on-bad-event", choices=("fail", "skip"), default=defaults.on_bad_event)
-    p.add_argument("--energy-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None)
-    p.add_argument("--sampling-fraction-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   default=defaults.sampling_fraction_range)
-    p.add_argument("--threshold", type=float, default=defaults.threshold)
-    p.add_argument("--power", type=float, default=defaults.power)
-    p.add_argument("--min-raw-sum", type=float, default=defaults.min_raw_sum)
-    p.add_argument("--angle-key", choices=("mtheta", "theta"), default=defaults.angle_key)
-    p.add_argument("--target-shard-mb", type=float, default=defaults.target_shard_mb)
-    p.add_argument("--min-shards", type=int, default=defaults.min_shards)
-    p.add_argument("--events-per-range", type=int, default=defaults.events_per_range)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous conversion in --output (only its manifest and listed shards)")
-    p.add_argument("--allow-empty-split", action="store_true", help="accept an empty test split")
-    p.add_argument("--stale-lock-hours", type=float, default=defaults.stale_lock_hours,
-                   help="age after which another host's lock in --output counts as left by a dead run")
-    return p
 
 
 def _app_flags() -> list[str]:
-    return [s for action in _parser()._actions for s in action.option_strings]  # pylint: disable=protected-access
-
-
-def config_from_args(ns: argparse.Namespace) -> ConvertConfig:
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(ConvertConfig)}
-    return ConvertConfig(**values)
+    return [s for action in build_parser()._actions for s in action.option_strings]  # pylint: disable=protected-access
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True) -> dict:
     """Command-line entry: app flags become a ConvertConfig; the rest must be Beam flags and go to
     Beam unchanged (an unknown flag raises UsageError naming the closest valid one)."""
-    known, pipeline_args = beam_flags.parse_app_and_pipeline_args(_parser(), argv)
-    return convert(config_from_args(known), pipeline_args, save_main_session=save_main_session)
+    parser = build_parser()
+    known, pipeline_args = beam_flags.parse_app_and_pipeline_args(parser, argv)
+    config = check_config(parser, ConvertConfig, known)
+    return convert(config, pipeline_args, save_main_session=save_main_session)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 from apache_beam.metrics.metric import Metrics
 
 from data_prep import h5layout, records
+from data_prep.convert import ON_BAD_EVENT, SPLIT_BY  # the config owns its choices
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
 from data_prep.preprocess import PreprocessConfig, preprocess_block
@@ -27,8 +28,6 @@ METRICS_NAMESPACE = "caloforge.convert"
 TAG_TRAIN = "train"
 TAG_TEST = "test"
 TAG_STATS = "stats"
-SPLIT_BY = ("event", "file")
-ON_BAD_EVENT = ("fail", "skip")
 _LOG_EVERY_S = 15.0
 
 

@@ -22,7 +22,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from data_prep import records
 from data_prep.config_cli import FieldInfo, check_path, describe, named_fields, uri_scheme
 from data_prep.convert import ConvertConfig
 from data_prep.mc_shower import ShowerParams
@@ -75,7 +74,6 @@ class Param:
         stage: Key of STAGES.
         field: Field of the stage's config (or of `source`) the value sets.
         source: Class declaring the field when it is not the stage's config (DagInputs).
-        choices: Valid values where the stage config does not declare them itself (yet).
         note: Added to the field's help where the DAG gives it a twist.
     """
 
@@ -83,7 +81,6 @@ class Param:
     stage: str
     field: str
     source: type | None = None
-    choices: tuple = ()
     note: str = ""
 
     @property
@@ -115,9 +112,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("mc_seed", "generate", "seed"),
     Param("input_uri", "generate", "input_uri", source=DagInputs),
     Param("test_fraction", "convert", "test_fraction"),
-    Param("encoding", "convert", "encoding", choices=records.ENCODINGS),
-    Param("compression", "convert", "compression", choices=records.COMPRESSIONS),
-    Param("on_bad_event", "convert", "on_bad_event", choices=("fail", "skip")),
+    Param("encoding", "convert", "encoding"),
+    Param("compression", "convert", "compression"),
+    Param("on_bad_event", "convert", "on_bad_event"),
     Param("beam_args", "convert", "beam_args", source=DagInputs),
     Param("preset", "train", "preset"),
     Param("training_loop", "train", "loop"),
@@ -158,7 +155,7 @@ def _param_field(param: Param, layers: tuple[Mapping[str, tuple[Any, str]], ...]
             default = layer[param.name][0]
     metadata = {
         "help": " ".join(t for t in (info.help, param.note) if t),
-        "choices": param.choices or info.choices,
+        "choices": info.choices,
         "path": info.path,
         "stage": param.stage,
         "field": param.field,

@@ -99,7 +99,7 @@ def test_invalid_values_fail_before_anything_runs(tmp_path):
         (["compile", "--output", str(yaml_path), "--param", "input_uri=/data/3dgan"],
          "input_uri='/data/3dgan': a cluster cannot read this machine's files; give a gs:// folder"),
         (["submit", "vertex", "--pipeline", str(tmp_path / "p.yaml.ok"), "--param", "test_fraction=1.5",
-          "--dry-run"], "pipeline parameter test_fraction=1.5: ConvertConfig.test_fraction must be in [0, 1]"),
+          "--dry-run"], "pipeline parameter test_fraction=1.5: ConvertConfig.test_fraction must be in [0, 1)"),
         (["submit", "kubeflow", "--pipeline", str(tmp_path / "p.yaml.ok"), "--param", "mc_energy_min=300",
           "--dry-run"], "pipeline parameters mc_energy_min=300.0, mc_energy_max=200.0"),
     ]

@@ -257,10 +257,12 @@ def test_wrong_energy_unit_fails_before_beam_and_publishes_nothing(tmp_path, mc_
 
 
 def test_sampling_fraction_range_flag_reaches_the_check(tmp_path, mev_file):
-    from data_prep.convert import _parser, config_from_args
+    from data_prep.config_cli import check_config
+    from data_prep.convert import build_parser
 
-    known, _ = _parser().parse_known_args(["--inputs", "a.h5", "--output", "o", "--sampling-fraction-range", "0", "inf"])
-    assert config_from_args(known).sampling_fraction_range == (0.0, float("inf"))
+    parser = build_parser()
+    known, _ = parser.parse_known_args(["--inputs", "a.h5", "--output", "o", "--sampling-fraction-range", "0", "inf"])
+    assert check_config(parser, ConvertConfig, known).sampling_fraction_range == (0.0, float("inf"))
     assert ConvertConfig(inputs=["a.h5"], output="o").sampling_fraction_range == (0.005, 0.08)
     for band in ((0.08, 0.005), (-0.01, 0.08), (0.01,)):
         with pytest.raises(ValueError, match="sampling_fraction_range"):

@@ -74,14 +74,14 @@ def test_defaults_are_the_stage_defaults_unless_a_documented_demo_override():
 
 
 def test_choices_are_the_stage_choices():
-    from data_prep.transforms import ON_BAD_EVENT
+    from data_prep.convert import ON_BAD_EVENT
 
     choices = {i.name: i.choices for i in describe(PipelineParams)}
     for param in PARAMETERS:
         declared = param.stage_field().choices
         if declared is not None:
             assert choices[param.name] == declared, param.name
-    # ConvertConfig does not declare its choices yet: the wiring's must be the converter's own.
+    # ConvertConfig declares its choices: the DAG's are the converter's own.
     assert choices["encoding"] == records.ENCODINGS and choices["compression"] == records.COMPRESSIONS
     assert choices["on_bad_event"] == tuple(ON_BAD_EVENT)
     assert set(choices["preset"]) == {"full", "small", "tiny", "fixed_angle"}
