@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -27,6 +28,9 @@ TARGETS = ("vertex", "kubeflow")
 #: Contract with the compiler (docs/CONTRACTS.md, "Compiled pipeline YAML"): the target a YAML was
 #: compiled for is the default of this root pipeline parameter.
 TARGET_PARAMETER = "compile_target"
+#: Also read: a `caloforge-compiled: {"target": ...}` JSON record at the end of the pipeline's
+#: description (shown in the Vertex AI and Kubeflow UIs).
+DESCRIPTION_MARK = re.compile(r"caloforge-compiled: (\{.*\})\s*$", re.S)
 VERSION_LABEL = "caloforge-version"
 #: Label rules both backends accept: Vertex AI's (lowercase letters, digits, `_`, `-`; keys start
 #: with a letter; at most 63 characters) within Kubernetes' (values start and end alphanumeric).
@@ -55,6 +59,14 @@ class CompiledPipeline:
     @property
     def target(self) -> str | None:
         value = (self.root_parameters.get(TARGET_PARAMETER) or {}).get("defaultValue")
+        if isinstance(value, str) and value:
+            return value
+        mark = DESCRIPTION_MARK.search(str((self.spec.get("pipelineInfo") or {}).get("description") or ""))
+        if mark:
+            try:
+                value = json.loads(mark.group(1)).get("target")
+            except (ValueError, AttributeError):
+                value = None
         return value if isinstance(value, str) and value else None
 
     @property
@@ -86,7 +98,8 @@ def load_compiled(yaml_path: str) -> CompiledPipeline:
 def compiled_target(yaml_path: str) -> str | None:
     """The target (`vertex` or `kubeflow`) a YAML was compiled for; None when it records none.
 
-    Reads `root.inputDefinitions.parameters.compile_target.defaultValue` (docs/CONTRACTS.md).
+    Reads `root.inputDefinitions.parameters.compile_target.defaultValue`, else the description's
+    `caloforge-compiled: {"target": ...}` record (docs/CONTRACTS.md §6).
     """
     return load_compiled(yaml_path).target
 

@@ -55,11 +55,24 @@ def _unrecorded_pipeline(preset: str = "small", epochs: int = 1):
     train(epochs=epochs, preset=preset, learning_rate=0.001, jit_compile=False)
 
 
+@dsl.pipeline(name="caloforge-3dgan",
+              description='Demo. caloforge-compiled: {"hardware": {"name": "cpu"}, "target": "kubeflow", "version": "0.1.0"}')
+def _described_pipeline(preset: str = "small", epochs: int = 1):
+    train(epochs=epochs, preset=preset, learning_rate=0.001, jit_compile=False)
+
+
+@pytest.fixture(autouse=True)
+def _not_verbose(monkeypatch):
+    # A `-v` test elsewhere leaves CALOFORGE_VERBOSE=1 in os.environ; these tests read the quiet console.
+    monkeypatch.delenv("CALOFORGE_VERBOSE", raising=False)
+
+
 @pytest.fixture(scope="module")
 def yamls(tmp_path_factory):
     folder = tmp_path_factory.mktemp("yamls")
     out = {}
-    for name, pipeline in (("vertex", _vertex_pipeline), ("kubeflow", _kubeflow_pipeline), ("none", _unrecorded_pipeline)):
+    for name, pipeline in (("vertex", _vertex_pipeline), ("kubeflow", _kubeflow_pipeline), ("none", _unrecorded_pipeline),
+                           ("described", _described_pipeline)):
         out[name] = str(folder / f"{name}.yaml")
         compiler.Compiler().compile(pipeline, out[name])
     return out
@@ -136,6 +149,14 @@ def test_compiled_target_reads_the_root_parameter_default(yamls):
     assert compiled_target(yamls["vertex"]) == "vertex"
     assert compiled_target(yamls["kubeflow"]) == "kubeflow"
     assert compiled_target(yamls["none"]) is None
+    assert compiled_target(yamls["described"]) == "kubeflow"  # the description's record, when no parameter
+
+
+def test_the_description_record_is_enforced_too(yamls, capsys):
+    rc = main(["submit", "vertex", "--pipeline", yamls["described"], "--project", "p", "--region", "r",
+               "--pipeline-root", "gs://b/r", "--dry-run"])
+    assert rc == 2
+    assert "described.yaml was compiled for kubeflow, not vertex" in capsys.readouterr().err
 
 
 # --- Vertex AI through the real client, over REST, to the recording server -----------------------
@@ -233,11 +254,13 @@ def test_wait_follows_the_run_to_its_end(yamls, backend, final, rc, monkeypatch,
     states = [line.rsplit(": ", 1)[1] for line in captured.out.splitlines() if line.startswith("[")]
     assert states == ["PENDING", "RUNNING", final]  # each change once, in order
     assert len(looks) == 4
+    messages = [line for line in captured.err.splitlines() if line.startswith("caloforge submit:")]
+    assert "Traceback" not in captured.err
     if final == "FAILED":
-        [message] = captured.err.strip().splitlines()
+        [message] = messages
         assert message.startswith(f"caloforge submit: run {run_id} ended FAILED: train: exit code 137 (OOMKilled)")
     else:
-        assert captured.err == ""
+        assert messages == []
 
 
 # --- what is refused before anything is sent ------------------------------------------------------
