@@ -202,16 +202,32 @@ class SubmittedRun:
 
 
 def follow_run(run: SubmittedRun, poll_seconds: float = 30.0, report: Callable[[str], None] = print,
-               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> RunStatus:
+               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+               max_failed_looks: int = 5) -> RunStatus:
     """Polls a run until it ends, reporting each change of state (with the time since following began).
+
+    A look that fails (a dropped connection, a 5xx, an expired token) is reported and tried
+    again: a training run lasts hours and one bad answer must not end the wait. After
+    `max_failed_looks` failures in a row the last error propagates.
 
     Returns:
         The final status (`succeeded` tells whether the command should exit 0).
     """
     start = clock()
     last = None
+    failed = 0
     while True:
-        status = run.poll()
+        try:
+            status = run.poll()
+        except Exception as err:  # noqa: BLE001 - any client error; bounded by max_failed_looks
+            failed += 1
+            if failed >= max_failed_looks:
+                raise
+            detail = " ".join(str(err).split())[:200] or type(err).__name__
+            report(f"[{clock() - start:7.1f} s] {run.run_id}: could not read its state ({detail}); trying again")
+            sleep(poll_seconds)
+            continue
+        failed = 0
         if status.state != last:
             report(f"[{clock() - start:7.1f} s] {run.run_id}: {status.state}")
             last = status.state

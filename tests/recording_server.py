@@ -3,7 +3,8 @@ a submission makes, and records every request, so the tests drive the real clien
 (google-cloud-aiplatform over REST, google-cloud-storage, kfp.Client) and read what they sent.
 
 Runs on 127.0.0.1 with an ephemeral port in a thread. Run states follow a script: each look at a
-run (GET) takes the next state, the last one repeats.
+run (GET) takes the next state, the last one repeats; the state `HTTP500` answers that look with
+a server error instead.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class RecordingServer:
         m = re.fullmatch(r"/apis/v2beta1/runs/([^/]+)", path)
         if m and method == "GET" and m[1] in self.kfp_runs:
             state = self._next_state(m[1])
+            if state == "HTTP500":
+                return 500, {"error": "internal error", "code": 13, "message": "internal error"}
             run = {**self.kfp_runs[m[1]], "state": state}
             if state == "FAILED":
                 run["error"] = {"code": 2, "message": self.error_message}

@@ -263,6 +263,21 @@ def test_wait_follows_the_run_to_its_end(yamls, backend, final, rc, monkeypatch,
         assert messages == []
 
 
+def test_wait_survives_a_failed_look(yamls, capsys):
+    with RecordingServer(states=["RUNNING", "HTTP500", "RUNNING", "SUCCEEDED"]) as server:
+        assert main(_kubeflow_args(yamls["kubeflow"], server, "--wait", "--poll-seconds", "0.02")) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split("run-1: ", 1)[1][:24] for line in lines] == [
+        "RUNNING", "could not read its state", "SUCCEEDED"]
+
+
+def test_wait_gives_up_after_failed_looks_in_a_row(yamls, capsys):
+    with RecordingServer(states=["RUNNING", "HTTP500"]) as server:
+        with pytest.raises(Exception, match="500"):
+            main(_kubeflow_args(yamls["kubeflow"], server, "--wait", "--poll-seconds", "0.01"))
+        assert len(server.find("GET", r"/runs/run-1$")) == 6  # one good look, then five failed ones
+
+
 # --- what is refused before anything is sent ------------------------------------------------------
 
 @pytest.mark.parametrize(
