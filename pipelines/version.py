@@ -13,7 +13,7 @@ from importlib import metadata
 
 VERSION = "0.1.0"
 #: Distributions whose versions decide how a run behaves (absent ones are left out).
-KEY_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "keras", "apache-beam", "kfp", "numpy", "h5py", "protobuf")
+KEY_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "libtpu", "keras", "apache-beam", "kfp", "numpy", "h5py", "protobuf")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
