@@ -24,7 +24,9 @@ EXTRAS_REQUIRE = {
     # TensorFlow is an extra so accelerator images can choose their own wheel (infra/).
     "cpu": ["tensorflow-cpu>=2.21,<2.22"],
     "tf": ["tensorflow>=2.21,<2.22"],
-    "gcp": ["google-cloud-storage>=2.14", "google-cloud-aiplatform>=1.60,<2"],
+    # Vertex: submission (aiplatform) and the training step as a custom job (pipeline components).
+    "gcp": ["google-cloud-storage>=2.14", "google-cloud-aiplatform>=1.60,<2",
+            "google-cloud-pipeline-components>=2.22,<2.23"],
     "dev": [
         "pytest>=8",
         "pytest-timeout>=2.3",
