@@ -85,7 +85,7 @@ def train_gan(
     batch_size_per_replica: int,
     learning_rate: float,
     lr_scaling: str,
-    strategy: str,
+    distribution_strategy: str,
     precision: str,
     jit_compile: bool,
     train_seed: int,

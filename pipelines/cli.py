@@ -35,48 +35,57 @@ def _stage_entry(command: str) -> Callable[[list[str]], object]:
     return getattr(importlib.import_module(module_name), func_name)
 
 
+#: The flags before hardware profiles: still accepted, mapped onto a profile with a deprecation line.
+DEPRECATED_HARDWARE_FLAGS = {"accelerator": "cpu", "accelerator_count": 0, "gpu_type": "", "tpu_version": "",
+                             "tpu_topology": ""}
+
+
 def _add_hardware_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=None, metavar="IMG", help="container image of every component (default: $CALOFORGE_IMAGE or the published CPU image)")
-    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "tpu"], help="hardware of the training step")
-    parser.add_argument("--accelerator-count", type=int, default=0, metavar="N", help="GPUs or TPU chips for the training step")
-    parser.add_argument("--gpu-type", default="", metavar="T", help="GPU model, e.g. nvidia-tesla-v100, nvidia-a100, nvidia-h100")
-    parser.add_argument("--tpu-version", default="", metavar="V", help="TPU generation, e.g. v3, v4, v5e")
-    parser.add_argument("--tpu-topology", default="", metavar="AxB", help="TPU slice topology, e.g. 2x2 or 4x4")
-    parser.add_argument("--target", default="vertex", choices=["vertex", "kubeflow"], help="where the YAML will run (resource names differ)")
-    parser.add_argument("--hardware-file", default=None, metavar="F.json", help="JSON file with the flags above as keys (see infra/vertex/*.json); flags given on the command line win")
-
-
-def _apply_hardware_file(args: argparse.Namespace, parser_defaults: dict) -> None:
-    """Fills hardware flags from --hardware-file where the command line left them at their defaults."""
-    if not args.hardware_file:
-        return
-    with open(args.hardware_file, encoding="utf-8") as f:
-        values = json.load(f)
-    for key, value in values.items():
-        if key not in parser_defaults:
-            raise ValueError(f"{args.hardware_file}: unknown hardware key {key!r}; valid: {sorted(parser_defaults)}")
-        if getattr(args, key) == parser_defaults[key]:
-            setattr(args, key, value)
-
-
-def _hardware_defaults() -> dict:
-    parser = argparse.ArgumentParser(add_help=False)
-    _add_hardware_flags(parser)
-    defaults = vars(parser.parse_args([]))
-    defaults.pop("hardware_file")
-    return defaults
+    parser.add_argument("--hardware", default=None, metavar="NAME",
+                        help="hardware profile of the training step (`caloforge hardware list`; default cpu)")
+    parser.add_argument("--hardware-file", default=None, metavar="F.yaml",
+                        help="YAML `profiles: {NAME: {accelerator: gpu, gpu_type: ..., count: ...}}` adding profiles")
+    parser.add_argument("--target", default="vertex", choices=["vertex", "kubeflow"],
+                        help="where the YAML will run: Vertex AI Pipelines or Kubeflow on GKE (recorded in the YAML)")
+    parser.add_argument("--image", default=None, metavar="IMG",
+                        help="one image for every component (default: $CALOFORGE_IMAGE, else the CPU image for "
+                             "each stage and the profile's accelerator image for training)")
+    parser.add_argument("--registry", default=None, metavar="REG",
+                        help="registry of the per-kind images (default: $CALOFORGE_REGISTRY or ghcr.io/caloforge)")
+    # Deprecated: a profile says all of this (hidden from --help; mapped onto a profile).
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "tpu"], help=argparse.SUPPRESS)
+    parser.add_argument("--accelerator-count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--gpu-type", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--tpu-version", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--tpu-topology", default="", help=argparse.SUPPRESS)
 
 
 def _hardware_from_args(args: argparse.Namespace):
-    from trainer.hardware import HardwareProfile
+    """The hardware profile of `compile`: --hardware [--hardware-file], or the deprecated flags.
 
-    return HardwareProfile(
-        accelerator=args.accelerator,
-        count=args.accelerator_count,
-        gpu_type=args.gpu_type,
-        tpu_version=args.tpu_version,
-        tpu_topology=args.tpu_topology,
-    )
+    Raises:
+        ValueError: an unknown profile, a bad file, or --hardware mixed with the old flags.
+    """
+    from pipelines.hardware_profiles import get_profile
+
+    old = {k: getattr(args, k) for k, default in DEPRECATED_HARDWARE_FLAGS.items() if getattr(args, k) != default}
+    if not old:
+        return get_profile(args.hardware, args.hardware_file)
+    flags = " ".join(f"--{k.replace('_', '-')}" for k in old)
+    if args.hardware or args.hardware_file:
+        raise ValueError(f"{flags}: give either --hardware/--hardware-file or these deprecated flags, not both")
+    from pipelines.hardware import TPU_TYPES, HardwareProfile
+
+    count = args.accelerator_count
+    if args.accelerator == "tpu" and count:
+        # These flags counted TPU devices as TensorFlow sees them (cores on v2/v3); profiles count chips.
+        tpu = TPU_TYPES.get((args.tpu_version or "v3").lower())
+        count = count // tpu.tf_devices_per_chip if tpu else count
+    print(f"caloforge compile: {flags} are deprecated: use --hardware NAME (`caloforge hardware list`) or "
+          "--hardware-file F.yaml", file=sys.stderr)
+    return HardwareProfile(name="custom", accelerator=args.accelerator, count=count, gpu_type=args.gpu_type,
+                           tpu_version=args.tpu_version, tpu_topology=args.tpu_topology,
+                           retries=0 if args.accelerator == "cpu" else 2)
 
 
 class _VersionAction(argparse.Action):
@@ -104,18 +113,20 @@ def _add_param_flags(parser: argparse.ArgumentParser, param_help: str) -> None:
     parser.add_argument("--params-file", default=None, metavar="F.json", help="JSON object of pipeline parameters (--param wins)")
 
 
-def _params_from_args(args: argparse.Namespace, cluster: bool):
+def _params_from_args(args: argparse.Namespace, cluster: bool, base=None):
     """PipelineParams from --params-file and --param, checked before anything runs.
 
     Args:
         cluster: the values go to a cluster (compile, submit): input_uri must be gs://.
+        base: the defaults they override (default: PipelineParams(), the embedded demo; for
+            compile, a hardware profile's training settings over it).
 
     Raises:
         ValueError: one line naming the parameter, its value and what is valid.
     """
     from pipelines.config import PipelineParams, parse_overrides
 
-    params = PipelineParams()
+    params = base if base is not None else PipelineParams()
     if getattr(args, "params_file", None):
         with open(args.params_file, encoding="utf-8") as f:
             values = json.load(f)
@@ -140,6 +151,18 @@ def _show_params(as_json: bool) -> int:
     return 0
 
 
+def _show_hardware(hardware_file: str | None, as_json: bool) -> int:
+    """`caloforge hardware list`: a table for people, `--json` for programs."""
+    from pipelines.hardware_profiles import BUILTIN_PROFILES, load_hardware_file, profile_table, profile_table_text
+
+    profiles = {**BUILTIN_PROFILES, **(load_hardware_file(hardware_file) if hardware_file else {})}
+    if as_json:
+        print(json.dumps(profile_table(profiles), indent=2))
+    else:
+        print(profile_table_text(profiles))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caloforge",
@@ -150,10 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, help="print the version, git commit and key library versions")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML")
+    p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML for one hardware profile and target")
     p.add_argument("--output", default="caloforge_pipeline.yaml", metavar="F.yaml", help="YAML file to write")
     _add_hardware_flags(p)
-    _add_param_flags(p, "default of a pipeline parameter in the YAML (repeatable)")
+    _add_param_flags(p, "default of a pipeline parameter in the YAML, over the profile's (repeatable)")
+
+    p = sub.add_parser("hardware", help="hardware profiles: what each asks of Vertex AI and GKE, and its training settings")
+    p.add_argument("action", choices=["list"], help="list: print the profiles")
+    p.add_argument("--hardware-file", default=None, metavar="F.yaml", help="also list this file's profiles")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON instead of a table")
 
     p = sub.add_parser("run", help="run the whole DAG")
     p.add_argument("--local", action="store_true", required=True, help="run with kfp.local in this environment (the only mode; use `submit` for clusters)")
@@ -237,14 +265,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "params":
         return _show_params(args.json)
+    if args.command == "hardware":
+        return _show_hardware(args.hardware_file, args.json)
     if args.command == "compile":
-        _apply_hardware_file(args, _hardware_defaults())
+        from pipelines.hardware import check_params, resolve
+        from pipelines.hardware_profiles import profile_defaults
+
         hardware = _hardware_from_args(args)
-        params = _params_from_args(args, cluster=True)
+        resolved = resolve(hardware, args.target)
+        params = _params_from_args(args, cluster=True, base=profile_defaults(resolved))
+        check_params(resolved, params.to_dict())
         from pipelines.compiler import compile_pipeline
 
-        path = compile_pipeline(args.output, image=args.image, hardware=hardware, target=args.target, defaults=params)
-        print(f"wrote {path}")
+        path = compile_pipeline(args.output, image=args.image, hardware=hardware, target=args.target, defaults=params,
+                                registry=args.registry)
+        print(f"wrote {path} (hardware {hardware.name}, target {args.target})")
         return 0
     if args.command == "run":
         params = _params_from_args(args, cluster=False)

@@ -112,7 +112,7 @@ def _synopsis(prog: str, parser: argparse.ArgumentParser, all_flags: bool) -> st
     parts = [prog]
     optional = False
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
+        if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
             continue
         if all_flags or action.required or not action.option_strings:
             parts.append(_synopsis_part(action))

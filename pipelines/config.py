@@ -123,7 +123,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("batch_size_per_replica", "train", "batch_size_per_replica"),
     Param("learning_rate", "train", "learning_rate"),
     Param("lr_scaling", "train", "lr_scaling"),
-    Param("strategy", "train", "strategy"),
+    # Not `strategy`: a Vertex AI custom job has its own `strategy` input (STANDARD/SPOT scheduling).
+    Param("distribution_strategy", "train", "strategy"),
     Param("precision", "train", "precision"),
     Param("jit_compile", "train", "jit_compile"),
     Param("train_seed", "train", "seed"),
@@ -145,6 +146,10 @@ EMBEDDED_DEMO: dict[str, tuple[Any, str]] = {
     "train_seed": (42, "the seed of the demo runs measured in README"),
     "eval_seed": (7, "the seed of the demo runs measured in README"),
 }
+
+
+#: Parameters renamed: old name -> new name (a run or compile with the old name is told the new one).
+RENAMED: dict[str, str] = {"strategy": "distribution_strategy"}
 
 
 def _param_field(param: Param, layers: tuple[Mapping[str, tuple[Any, str]], ...]) -> tuple[str, Any, Any]:
@@ -193,6 +198,8 @@ class _PipelineParamsMethods:
         infos = {i.name: i for i in describe(type(self))}
         for name, raw in overrides.items():
             if name not in infos:
+                if name in RENAMED:
+                    raise ValueError(f"pipeline parameter {name!r} is now {RENAMED[name]!r} (TrainConfig.{name})")
                 raise ValueError(f"unknown pipeline parameter {name!r}; valid: {sorted(infos)}")
             try:
                 values[name] = infos[name].parse(raw)

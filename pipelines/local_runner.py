@@ -38,7 +38,7 @@ def run_local(params: PipelineParams, output_dir: str, image: str | None = None)
         shutil.rmtree(kfp_root)  # a run folder holds one run: stale artifacts would be collected
     os.makedirs(kfp_root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=True)
-    pipeline_func = create_pipeline(image=image)
+    pipeline_func = create_pipeline(image=image)  # the cpu hardware profile: what runs on 2 CPU cores
     log.info("running the caloforge DAG locally into %s", output_dir)
     start = time.perf_counter()
     with quiet_kfp_local():

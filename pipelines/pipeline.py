@@ -9,37 +9,57 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import build_components
+from pipelines.compiled import mark_text
 from pipelines.config import PipelineParams, component_parameters
+from pipelines.images import DEFAULT_REGISTRY, IMAGE_ENV, image_for, stage_images
+from pipelines.training_step import add_training_step
+from pipelines.version import VERSION
 
 PIPELINE_NAME = "caloforge-3dgan"
-DEFAULT_IMAGE = "ghcr.io/caloforge/caloforge-cpu:0.1.0"
+DEFAULT_IMAGE = image_for("cpu", DEFAULT_REGISTRY)
+DESCRIPTION = "Prepare calorimeter showers, train 3DGAN, validate it against Monte Carlo, benchmark the training."
 
 
 def default_image() -> str:
     """The component image: $CALOFORGE_IMAGE wins, so CI and users can pin their own build."""
-    return os.environ.get("CALOFORGE_IMAGE", DEFAULT_IMAGE)
+    return os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
 
 
 def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "vertex",
-                    defaults: Optional[PipelineParams] = None) -> Callable:
+                    defaults: Optional[PipelineParams] = None, registry: Optional[str] = None) -> Callable:
     """Builds the DAG generate -> convert -> train -> evaluate -> benchmark.
 
     Hardware is a compile-time choice (a KFP accelerator request cannot follow a run-time
     parameter on every backend), so each hardware profile compiles to its own YAML.
 
     Args:
-        image: container image for every component (default: `default_image()`).
-        hardware: a trainer.hardware.HardwareProfile for the training step (None: CPU).
-        target: `vertex` or `kubeflow`: which names the accelerator request uses.
+        image: one container image for every component (default: $CALOFORGE_IMAGE, else the
+            CPU image for every stage and the profile's accelerator image for training;
+            pipelines.images).
+        hardware: a pipelines.hardware.HardwareProfile for the training step (None: the cpu
+            profile).
+        target: `vertex` or `kubeflow` (kfp.local runs either; it ignores resource requests).
         defaults: the pipeline parameters' default values (default: PipelineParams(), the
-            embedded demo); `caloforge compile --param` bakes other defaults into the YAML.
+            embedded demo); `caloforge compile` passes the profile's training settings layered
+            under the user's --param values.
+        registry: where the per-kind images live (pipelines.images).
 
     Returns:
         The `@dsl.pipeline` function; its parameters are exactly PipelineParams' fields, with
         their types, defaults and help generated from pipelines.config.
+
+    Raises:
+        ValueError: the profile cannot run on the target (pipelines.hardware.resolve).
     """
-    comps = build_components(image or default_image())
+    from pipelines.hardware import check_params, resolve
+    from pipelines.hardware_profiles import BUILTIN_PROFILES
+
+    profile = hardware if hardware is not None else BUILTIN_PROFILES["cpu"]
+    resolved = resolve(profile, target)
     defaults = defaults if defaults is not None else PipelineParams()
+    check_params(resolved, defaults.to_dict())
+    images = stage_images(profile.accelerator, image, registry)
+    comps = build_components(images.default, train_image=images.train)
     names = [f.name for f in dataclasses.fields(PipelineParams)]
 
     class Outputs(NamedTuple):
@@ -63,10 +83,8 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
         converted = comps.convert_to_tfrecords(
             raw_data=raw.outputs["raw_data"], **inputs("convert")
         ).set_display_name("convert to TFRecords")
-        trained = comps.train_gan(
-            tfrecords=converted.outputs["tfrecords"], **inputs("train")
-        ).set_display_name("train 3DGAN")
-        _request_hardware(trained, hardware, target)
+        trained = add_training_step(comps, resolved, converted.outputs["tfrecords"], inputs("train"),
+                                    images.train).set_display_name("train 3DGAN")
         evaluated = comps.evaluate_gan(
             tfrecords=converted.outputs["tfrecords"], model=trained.outputs["model"], **inputs("evaluate")
         ).set_display_name("validate physics")
@@ -99,29 +117,6 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
     )
     return dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Prepare calorimeter showers, train 3DGAN, validate it against Monte Carlo, benchmark the training.",
+        description=f"{DESCRIPTION} {mark_text(target, VERSION, profile.to_dict())}",
     )(caloforge_pipeline)
 
-
-def _request_hardware(task: dsl.PipelineTask, hardware, target: str) -> None:
-    """Applies trainer.hardware's one mapping from a hardware profile to the task's resources."""
-    if hardware is None:
-        return
-    from trainer.hardware import kfp_resources
-
-    resources = kfp_resources(hardware, target=target)
-    if resources.cpu_limit:
-        task.set_cpu_limit(resources.cpu_limit)
-    if resources.memory_limit:
-        task.set_memory_limit(resources.memory_limit)
-    if resources.accelerator_type:
-        task.set_accelerator_type(resources.accelerator_type)
-        task.set_accelerator_limit(resources.accelerator_count)
-    for name, value in resources.env.items():
-        task.set_env_variable(name, value)
-    if resources.node_selector:
-        # Node labels (GKE GPU/TPU pools) are Kubernetes-only: Vertex picks machines itself.
-        from kfp import kubernetes
-
-        for key, value in resources.node_selector.items():
-            kubernetes.add_node_selector(task, label_key=key, label_value=value)
