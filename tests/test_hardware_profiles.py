@@ -41,6 +41,13 @@ EXPECTED = {
 IMAGES = {kind: f"ghcr.io/caloforge/caloforge-{kind}:{VERSION}" for kind in ("cpu", "gpu", "tpu")}
 
 
+def _env():
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def _load(path):
     with open(path, encoding="utf-8") as f:
         docs = list(yaml.safe_load_all(f))
@@ -255,5 +262,36 @@ def test_hardware_module_does_not_import_tensorflow_or_kfp():
 
     code = ("import sys, pipelines.hardware, pipelines.hardware_profiles, pipelines.compiled, trainer.cluster; "
             "print([m for m in ('tensorflow', 'kfp') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env())
     assert out.stdout.strip() == "[]"
+
+
+def test_example_hardware_file_in_infra_resolves_on_both_targets():
+    import os
+
+    from pipelines.hardware_profiles import load_hardware_file
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "infra", "hardware-profiles.yaml")
+    profiles = load_hardware_file(path)
+    assert set(profiles) == {"gpu-a100-4", "tpu-v3-8-long", "gpu-t4-4-spot"}
+    for profile in profiles.values():
+        for target in ("vertex", "kubeflow"):
+            profile_defaults(resolve(profile, target))
+    assert resolve(profiles["gpu-a100-4"], "vertex").vertex.machine_type == "a2-highgpu-4g"
+    assert profile_defaults(resolve(profiles["gpu-t4-4-spot"], "vertex")).batch_size_per_replica == 64
+
+
+def test_only_a_vertex_accelerator_dag_imports_pipeline_components():
+    """kfp.local (the cpu profile) and Kubeflow compiles must not need google-cloud-pipeline-components."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pipelines.pipeline import create_pipeline\n"
+            "from pipelines.hardware_profiles import BUILTIN_PROFILES as P\n"
+            "create_pipeline()\ncreate_pipeline(hardware=P['gpu-a100-8x4'], target='kubeflow')\n"
+            "before = 'google_cloud_pipeline_components' in sys.modules\n"
+            "create_pipeline(hardware=P['gpu-a100-8'], target='vertex')\n"
+            "print(before, 'google_cloud_pipeline_components' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True"]
