@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from components.jobset import JobSetRequest, jobset_manifest, jobset_state, wait_for_jobset, worker_hosts
-from tests.test_trainer_distributed import _cli, _env, _free_ports, _last_json, manifest  # noqa: F401 (fixture)
+from tests.test_trainer_distributed import _env, _free_ports, _last_json
 from trainer.cluster import (INDEX_ENV, WORKER_HOSTS_ENV, export_tf_config, from_vertex_cluster_spec,
                              tf_config_from_environment)
 
@@ -81,11 +81,31 @@ def test_waiting_for_a_jobset_follows_its_conditions():
     assert jobset_state({"conditions": [{"type": "Completed", "status": "False"}]}) == "Running"
 
 
-def _run_pair(manifest, out, envs):
-    procs = [subprocess.Popen(_cli(manifest, out, "--strategy", "auto", "--max-steps", "2", "--steps-per-call", "1",
-                                   "--checkpoint-every", "0"),
-                              env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for env in envs]
+# One worker: a tiny in-memory sample (no conversion needed), strategy auto, two steps.
+WORKER_SCRIPT = r"""
+import json, sys
+import numpy as np
+from trainer.config import TrainConfig
+from trainer.inputs import in_memory_dataset_fn
+from trainer.train import train
+rng = np.random.default_rng(0)
+raw = (rng.exponential(1.0, (8, 51, 51, 25)) * (rng.random((8, 51, 51, 25)) < 0.03)).astype(np.float32)
+th = rng.uniform(1.1, 2.0, 8).astype(np.float32)
+arrays = {"ecal": raw ** 0.85, "energy": rng.uniform(50, 200, 8).astype(np.float32), "theta": th,
+          "mtheta": th, "ecal_sum": raw.reshape(8, -1).sum(1)}
+cfg = TrainConfig(output_dir=sys.argv[1], preset="tiny", strategy="auto", batch_size_per_replica=2, max_steps=2,
+                  checkpoint_every=0, seed=3)
+print(json.dumps(train(cfg, dataset_fn=in_memory_dataset_fn(arrays)).to_dict()))
+"""
+
+
+def test_two_workers_from_vertex_cluster_spec(tmp_path):
+    chief, worker = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    envs = [{"CLUSTER_SPEC": _vertex_cluster_spec(chief, [worker], "workerpool0", 0)},
+            {"CLUSTER_SPEC": _vertex_cluster_spec(chief, [worker], "workerpool1", 0)}]
+    out = tmp_path / "run"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(out)], env=_env(**env),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in envs]
     outputs = []
     try:
         for p in procs:
@@ -96,18 +116,11 @@ def _run_pair(manifest, out, envs):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    return outputs
-
-
-def test_two_workers_from_vertex_cluster_spec(manifest, tmp_path):  # noqa: F811
-    chief, worker = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    envs = [{"CLUSTER_SPEC": _vertex_cluster_spec(chief, [worker], "workerpool0", 0)},
-            {"CLUSTER_SPEC": _vertex_cluster_spec(chief, [worker], "workerpool1", 0)}]
-    outputs = _run_pair(manifest, tmp_path / "run", envs)
     assert [o["is_chief"] for o in outputs] == [True, False]  # worker pool 0 is the chief
     assert all(o["replicas"] == 2 and o["steps"] == 2 for o in outputs)
-    assert outputs[0]["weights_digest"] == outputs[1]["weights_digest"]  # synchronous: the same all-reduce
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # Bit-exact on purpose: synchronous replicas apply the same all-reduced gradients.
+    assert outputs[0]["weights_digest"] == outputs[1]["weights_digest"]
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["extra"]["strategy_class"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
 
 
