@@ -12,7 +12,7 @@ import pytest
 
 from components.jobset import JobSetRequest, jobset_manifest, jobset_state, wait_for_jobset, worker_hosts
 from tests.test_trainer_distributed import _env, _free_ports, _last_json
-from trainer.cluster import (INDEX_ENV, WORKER_HOSTS_ENV, export_tf_config, from_vertex_cluster_spec,
+from trainer.cluster import (INDEX_ENV, WORKER_HOSTS_ENV, export_tf_config,
                              tf_config_from_environment)
 
 
