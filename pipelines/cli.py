@@ -309,9 +309,13 @@ def _submit(args: argparse.Namespace) -> int:
 
     labels = submit.parse_labels(args.labels)
     caching = False if args.no_cache else None
-    warning = submit.check_target(submit.load_compiled(args.pipeline), args.backend)
+    compiled = submit.load_compiled(args.pipeline)
+    warning = submit.check_target(compiled, args.backend)
     if warning:
         print(warning, file=sys.stderr)
+    from pipelines.compiled import check_hardware_parameters
+
+    check_hardware_parameters(compiled.spec, args.backend, parameters)  # e.g. a TPU batch of 12
     if args.backend == "vertex":
         target = submit.VertexTarget(args.project, args.region, args.pipeline_root, args.service_account, caching,
                                      labels, args.experiment, args.api_endpoint)
@@ -332,7 +336,6 @@ def _submit(args: argparse.Namespace) -> int:
                                        args.service_account, caching, labels)
         if args.dry_run:
             target.validate()
-            compiled = submit.load_compiled(args.pipeline)
             submit.check_parameters(compiled, parameters)
             print(f"would submit {args.pipeline} to {target.host} with {parameters}, pod labels "
                   f"{submit.run_labels(labels)}, caching {'off' if args.no_cache else 'as compiled'}")

@@ -1,101 +1,65 @@
-"""What a compiled caloforge YAML records, read back before a submission (no kfp import).
+"""What `caloforge compile` records in a YAML about its target and hardware (no kfp import).
 
-`caloforge compile` writes the target (vertex | kubeflow), the caloforge version and the whole
-hardware profile into the pipeline's description (`COMPILED_MARK {json}`), where the Vertex AI
-and Kubeflow UIs show it too. `submit` refuses a YAML compiled for the other backend, and checks
-a run's parameter values against the hardware the YAML was compiled for.
+Two records (docs/CONTRACTS.md §6), both written from the same compile:
+- the root pipeline parameter `compile_target` (TARGET_PARAMETER) with the target as its
+  default: what `submit` checks first;
+- `caloforge-compiled: {"target", "version", "hardware"}` at the end of the pipeline's description
+  (shown in the Vertex AI and Kubeflow UIs): the whole hardware profile, so that `submit` can
+  check a run's parameter values against the hardware the YAML asks for.
+
+pipelines.submit loads the YAML and refuses the other backend's; `check_hardware_parameters`
+adds the hardware check.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any, Mapping
 
+#: The root pipeline parameter whose default is the target (no step reads it: a record).
+TARGET_PARAMETER = "compile_target"
 COMPILED_MARK = "caloforge-compiled:"
+#: The description record (its JSON object ends the description).
+DESCRIPTION_MARK = re.compile(re.escape(COMPILED_MARK) + r" (\{.*\})\s*$", re.S)
 
 
 def mark_text(target: str, version: str, hardware: Mapping[str, Any]) -> str:
-    return f"{COMPILED_MARK} {json.dumps({'target': target, 'version': version, 'hardware': dict(hardware)}, sort_keys=True)}"
+    """The description record of one compile."""
+    record = {"target": target, "version": version, "hardware": dict(hardware)}
+    return f"{COMPILED_MARK} {json.dumps(record, sort_keys=True)}"
 
 
-def compiled_mark(description: str) -> dict | None:
-    """The target, caloforge version and hardware profile a description records (None: not ours)."""
-    match = re.search(re.escape(COMPILED_MARK) + r" (\{.*\})\s*$", description or "", re.S)
+def compiled_record(description: str) -> dict | None:
+    """The record at the end of a pipeline description; None when there is none (or it is not JSON)."""
+    match = DESCRIPTION_MARK.search(description or "")
     if not match:
         return None
-    return json.loads(match.group(1))
+    try:
+        record = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
-def _load(path: str) -> dict:
-    import yaml
+def check_hardware_parameters(spec: Mapping[str, Any], backend: str, values: Mapping[str, Any]) -> None:
+    """Checks a run's parameter values (over the YAML's defaults) against the hardware the YAML
+    records (pipelines.hardware.check_params); a YAML without a hardware record is not checked.
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"compiled pipeline {path!r} not found: run `caloforge compile` first")
-    with open(path, encoding="utf-8") as f:
-        try:
-            docs = [d for d in yaml.safe_load_all(f) if d is not None]
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not a YAML file ({' '.join(str(err).split())[:200]})") from None
-    spec = docs[0] if docs and isinstance(docs[0], dict) else {}
-    if "pipelineInfo" not in spec:
-        raise ValueError(f"{path}: not a compiled KFP pipeline (no pipelineInfo)")
-    return spec
-
-
-def read_compiled(path: str) -> dict:
-    """What a compiled YAML records: {"target", "version", "hardware"}.
-
-    Reads every YAML document (a Kubeflow YAML holds a second one, its Kubernetes platform spec).
+    Args:
+        spec: the compiled pipeline spec (pipelines.submit.CompiledPipeline.spec).
+        backend: vertex | kubeflow (the YAML's target, already checked).
+        values: the run's parameter values.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a KFP pipeline YAML, or one that caloforge did not compile.
+        ValueError: one line naming the parameter, the profile and what it can take.
     """
-    spec = _load(path)
-    mark = compiled_mark(spec["pipelineInfo"].get("description", ""))
-    if mark is None:
-        raise ValueError(f"{path}: compiled without a caloforge target mark; recompile with `caloforge compile`")
-    return mark
-
-
-def check_compiled_target(path: str, backend: str) -> dict:
-    """Refuses a YAML compiled for the other backend (`submit vertex` of a Kubeflow YAML, ...).
-
-    Returns:
-        The YAML's mark (target, version, hardware).
-
-    Raises:
-        ValueError: one line naming the file, the target it was compiled for and the fix.
-    """
-    mark = read_compiled(path)
-    if mark.get("target") != backend:
-        profile = mark.get("hardware", {}).get("name", "?")
-        raise ValueError(f"{path} was compiled for {mark.get('target')!r}, not {backend!r}: recompile with "
-                         f"`caloforge compile --hardware {profile} --target {backend}`")
-    return mark
-
-
-def compiled_defaults(path: str) -> dict[str, Any]:
-    """The pipeline parameters' default values baked into a compiled YAML."""
-    params = _load(path).get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-    return {name: p["defaultValue"] for name, p in params.items() if "defaultValue" in p}
-
-
-def check_submission(path: str, backend: str, values: Mapping[str, Any]) -> dict:
-    """Before a submission: the YAML's target is `backend`, and the run's parameter values (over
-    the YAML's defaults) suit the hardware it was compiled for (pipelines.hardware.check_params).
-
-    Returns:
-        The YAML's mark.
-
-    Raises:
-        ValueError: one line naming the file or the parameter and what to do.
-    """
+    record = compiled_record(str((spec.get("pipelineInfo") or {}).get("description") or ""))
+    hardware = (record or {}).get("hardware")
+    if not isinstance(hardware, Mapping) or not hardware:
+        return
     from pipelines.hardware import HardwareProfile, check_params, resolve
 
-    mark = check_compiled_target(path, backend)
-    resolved = resolve(HardwareProfile.from_dict(mark["hardware"]), backend)
-    check_params(resolved, {**compiled_defaults(path), **values})
-    return mark
+    parameters = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    defaults = {name: p["defaultValue"] for name, p in parameters.items() if "defaultValue" in p}
+    check_params(resolve(HardwareProfile.from_dict(hardware), backend), {**defaults, **values})

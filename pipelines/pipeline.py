@@ -9,7 +9,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import build_components
-from pipelines.compiled import mark_text
+from pipelines.compiled import TARGET_PARAMETER, mark_text
 from pipelines.config import PipelineParams, component_parameters
 from pipelines.images import DEFAULT_REGISTRY, IMAGE_ENV, image_for, stage_images
 from pipelines.training_step import add_training_step
@@ -73,7 +73,8 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
         benchmark_metrics: Metrics
 
     def caloforge_pipeline(*values) -> Outputs:
-        # KFP calls this once, at compile time, with one placeholder per parameter, in order.
+        # KFP calls this once, at compile time, with one placeholder per parameter, in order
+        # (the pipeline parameters, then compile_target).
         params = dict(zip(names, values))
 
         def inputs(stage: str) -> dict:
@@ -104,19 +105,37 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
 
     # The signature KFP reads (names, types, defaults) and the docstring it takes each
     # parameter's description from, both generated from PipelineParams.
+    # The last parameter records the target (docs/CONTRACTS.md §6); no step reads it.
     caloforge_pipeline.__signature__ = inspect.Signature(
         [
-            inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                              default=getattr(defaults, f.name), annotation=f.type)
-            for f in dataclasses.fields(PipelineParams)
+            *(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                default=getattr(defaults, f.name), annotation=f.type)
+              for f in dataclasses.fields(PipelineParams)),
+            inspect.Parameter(TARGET_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=target,
+                              annotation=str),
         ],
         return_annotation=Outputs,
     )
     caloforge_pipeline.__doc__ = "Runs the caloforge DAG.\n\nArgs:\n" + "".join(
         f"    {f.name}: {f.metadata['help']}\n" for f in dataclasses.fields(PipelineParams)
-    )
+    ) + f"    {TARGET_PARAMETER}: The target this YAML was compiled for (a record; no step reads it).\n"
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description=f"{DESCRIPTION} {mark_text(target, VERSION, profile.to_dict())}",
     )(caloforge_pipeline)
 
+
+
+#: The module-level pipeline `kfp dsl compile --py pipelines/pipeline.py` finds: the default image
+#: and hardware profile (cpu, Vertex AI). Built when asked for, so importing this module stays cheap.
+MODULE_PIPELINE = "caloforge_pipeline"
+
+
+def __getattr__(name: str):
+    if name == MODULE_PIPELINE:
+        return create_pipeline()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), MODULE_PIPELINE])

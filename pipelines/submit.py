@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -22,15 +21,14 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from pipelines.compiled import TARGET_PARAMETER, compiled_record
 from pipelines.version import VERSION
 
 TARGETS = ("vertex", "kubeflow")
 #: Contract with the compiler (docs/CONTRACTS.md, "Compiled pipeline YAML"): the target a YAML was
-#: compiled for is the default of this root pipeline parameter.
-TARGET_PARAMETER = "compile_target"
-#: Also read: a `caloforge-compiled: {"target": ...}` JSON record at the end of the pipeline's
-#: description (shown in the Vertex AI and Kubeflow UIs).
-DESCRIPTION_MARK = re.compile(r"caloforge-compiled: (\{.*\})\s*$", re.S)
+#: compiled for is the default of the root pipeline parameter TARGET_PARAMETER (pipelines.compiled).
+#: Also read: the `caloforge-compiled: {"target": ...}` JSON record at the end of the pipeline's
+#: description (shown in the Vertex AI and Kubeflow UIs; pipelines.compiled).
 VERSION_LABEL = "caloforge-version"
 #: Label rules both backends accept: Vertex AI's (lowercase letters, digits, `_`, `-`; keys start
 #: with a letter; at most 63 characters) within Kubernetes' (values start and end alphanumeric).
@@ -61,12 +59,7 @@ class CompiledPipeline:
         value = (self.root_parameters.get(TARGET_PARAMETER) or {}).get("defaultValue")
         if isinstance(value, str) and value:
             return value
-        mark = DESCRIPTION_MARK.search(str((self.spec.get("pipelineInfo") or {}).get("description") or ""))
-        if mark:
-            try:
-                value = json.loads(mark.group(1)).get("target")
-            except (ValueError, AttributeError):
-                value = None
+        value = (compiled_record(str((self.spec.get("pipelineInfo") or {}).get("description") or "")) or {}).get("target")
         return value if isinstance(value, str) and value else None
 
     @property

@@ -8,8 +8,9 @@ import yaml
 from google.cloud.aiplatform_v1.types import AcceleratorType, WorkerPoolSpec
 
 from components.jobset import JobSetRequest, jobset_manifest
-from pipelines.compiled import check_compiled_target, check_submission, read_compiled
+from pipelines.compiled import check_hardware_parameters, compiled_record
 from pipelines.compiler import compile_pipeline
+from pipelines.submit import check_target, load_compiled
 from pipelines.config import EMBEDDED_DEMO, PipelineParams
 from pipelines.hardware import HardwareProfile, backend_settings, pod_capacity, resolve, MACHINES
 from pipelines.hardware_profiles import BUILTIN_PROFILES, profile_defaults, profile_table_text
@@ -59,8 +60,7 @@ def compiled(tmp_path_factory, request):
     """Every built-in profile compiled for both targets, as `caloforge compile` does it."""
     import os
 
-    os.environ.pop("CALOFORGE_IMAGE", None)
-    os.environ.pop("CALOFORGE_REGISTRY", None)
+    saved = {k: os.environ.pop(k) for k in ("CALOFORGE_IMAGE", "CALOFORGE_REGISTRY") if k in os.environ}
     folder = tmp_path_factory.mktemp("profiles")
     out = {}
     for name, profile in BUILTIN_PROFILES.items():
@@ -69,14 +69,18 @@ def compiled(tmp_path_factory, request):
             path = compile_pipeline(str(folder / f"{name}-{target}.yaml"), hardware=profile, target=target,
                                     defaults=profile_defaults(resolved))
             out[name, target] = path
-    return out
+    yield out
+    os.environ.update(saved)
 
 
 def test_every_builtin_profile_is_listed_and_compiles_for_both_targets(compiled):
     assert set(BUILTIN_PROFILES) == {"cpu", *EXPECTED}
     for (name, target), path in compiled.items():
-        mark = read_compiled(path)
-        assert (mark["target"], mark["hardware"]["name"], mark["version"]) == (target, name, VERSION)
+        spec = load_compiled(path).spec
+        assert spec["root"]["inputDefinitions"]["parameters"]["compile_target"]["defaultValue"] == target
+        record = compiled_record(spec["pipelineInfo"]["description"])
+        assert (record["target"], record["hardware"]["name"], record["version"]) == (target, name, VERSION)
+        assert HardwareProfile.from_dict(record["hardware"]) == BUILTIN_PROFILES[name]
 
 
 def _train_task(spec):
@@ -170,7 +174,7 @@ def test_cpu_profile_is_the_embedded_demo_as_a_plain_task(compiled):
         resources = spec["deploymentSpec"]["executors"]["exec-train-gan"]["container"]["resources"]
         assert "accelerator" not in resources and resources["resourceCpuLimit"] == "6"  # n1-standard-8
         defaults = {k: v["defaultValue"] for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
-        assert defaults == PipelineParams().to_dict()
+        assert defaults == {**PipelineParams().to_dict(), "compile_target": target}
         images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
         assert images == {IMAGES["cpu"]}
 
@@ -212,25 +216,46 @@ def test_a_yaml_is_refused_by_the_other_backend_and_checked_against_its_hardware
     from pipelines.cli import main
 
     kubeflow_yaml = compiled["tpu-v3-8", "kubeflow"]
-    with pytest.raises(ValueError, match="was compiled for 'kubeflow', not 'vertex': recompile with "
-                                         "`caloforge compile --hardware tpu-v3-8 --target vertex`"):
-        check_compiled_target(kubeflow_yaml, "vertex")
-    assert check_compiled_target(kubeflow_yaml, "kubeflow")["hardware"]["tpu_topology"] == "2x2"
+    with pytest.raises(ValueError, match="was compiled for kubeflow, not vertex"):
+        check_target(load_compiled(kubeflow_yaml), "vertex")
+    spec = load_compiled(kubeflow_yaml).spec
     with pytest.raises(ValueError, match="batch_size_per_replica=12 .* multiple of 8"):
-        check_submission(kubeflow_yaml, "kubeflow", {"batch_size_per_replica": 12})
-    check_submission(kubeflow_yaml, "kubeflow", {"batch_size_per_replica": 16})
+        check_hardware_parameters(spec, "kubeflow", {"batch_size_per_replica": 12})
+    check_hardware_parameters(spec, "kubeflow", {"batch_size_per_replica": 16})
     cases = [
         (["submit", "vertex", "--pipeline", kubeflow_yaml, "--project", "p", "--region", "europe-west4",
-          "--pipeline-root", "gs://b/r", "--dry-run"], "was compiled for 'kubeflow', not 'vertex'"),
+          "--pipeline-root", "gs://b/r", "--dry-run"], "was compiled for kubeflow, not vertex"),
         (["submit", "kubeflow", "--pipeline", compiled["gpu-a100-8", "vertex"], "--host", "http://127.0.0.1:1",
-          "--dry-run"], "was compiled for 'vertex', not 'kubeflow'"),
+          "--dry-run"], "was compiled for vertex, not kubeflow"),
         (["submit", "kubeflow", "--pipeline", kubeflow_yaml, "--host", "http://127.0.0.1:1", "--param",
           "precision=mixed_float16", "--dry-run"], "TPUs compute in bfloat16"),
+        (["submit", "vertex", "--pipeline", compiled["gpu-a100-8x4", "vertex"], "--project", "p", "--region", "r",
+          "--pipeline-root", "gs://b/r", "--param", "distribution_strategy=mirrored", "--dry-run"],
+         "distribution_strategy='mirrored' cannot run on hardware profile 'gpu-a100-8x4'"),
     ]
     for argv, message in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+def test_stock_kfp_compiler_builds_the_module_pipeline(tmp_path):
+    """`kfp dsl compile --py pipelines/pipeline.py`: the default image and profile, target recorded."""
+    import os
+    import subprocess
+    import sys
+
+    kfp = os.path.join(os.path.dirname(sys.executable), "kfp")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "stock.yaml"
+    proc = subprocess.run([kfp, "dsl", "compile", "--py", os.path.join(repo, "pipelines", "pipeline.py"),
+                           "--output", str(out)], capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    compiled_yaml = load_compiled(str(out))
+    assert compiled_yaml.target == "vertex"
+    assert compiled_record(compiled_yaml.spec["pipelineInfo"]["description"])["hardware"]["name"] == "cpu"
+    images = {e["container"]["image"] for e in compiled_yaml.spec["deploymentSpec"]["executors"].values()}
+    assert images == {os.environ.get("CALOFORGE_IMAGE") or IMAGES["cpu"]}
 
 
 def test_training_settings_follow_the_hardware():
@@ -295,3 +320,24 @@ def test_only_a_vertex_accelerator_dag_imports_pipeline_components():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_compiled_image_names_are_the_ones_cloud_build_pushes():
+    """pipelines.images (what a compiled YAML names) against infra/cloudbuild.yaml (what `make images` pushes)."""
+    import os
+
+    from pipelines.images import IMAGES as TABLE, image_for
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, "infra", "cloudbuild.yaml"), encoding="utf-8") as f:
+        build = yaml.safe_load(f)
+    subs = {**build["substitutions"], "_REGION": "europe-west4", "PROJECT_ID": "my-proj", "_VERSION": VERSION}
+    pushed = set()
+    for name in build["images"]:
+        for key, value in subs.items():
+            name = name.replace("${" + key + "}", value)
+        pushed.add(name)
+    registry = f"europe-west4-docker.pkg.dev/my-proj/{subs['_REPOSITORY']}"
+    assert pushed == {image_for(kind, registry) for kind in TABLE}
+    for _, dockerfile in TABLE.values():
+        assert os.path.exists(os.path.join(repo, "infra", "docker", dockerfile))
