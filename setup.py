@@ -45,7 +45,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=["pipelines", "components", "data_prep", "trainer", "eval"],
     include_package_data=True,
-    package_data={"eval": ["reference_data/*.csv", "reference_data/*.md"]},
+    package_data={"eval": ["reference_data/*.csv", "reference_data/*.md", "reference_data/*.yaml"]},
     data_files=[
         ("share/caloforge/infra", ["infra/README.md"]),
     ],

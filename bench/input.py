@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,6 +25,7 @@ from data_prep import h5layout  # noqa: E402
 from data_prep.convert import ConvertConfig, convert  # noqa: E402
 from data_prep.montecarlo import MonteCarloConfig, generate_files  # noqa: E402
 from data_prep.preprocess import PreprocessConfig, preprocess_block  # noqa: E402
+from eval.bench_measure import dataset_events_per_second as events_per_s  # noqa: E402
 
 TARGET_VS_GENERATOR = 3.0
 
@@ -52,18 +52,6 @@ def h5_generator_dataset(files: list[str], batch: int):
                  "mtheta": scalar, "ecal_sum": scalar}
     ds = tf.data.Dataset.from_generator(events, output_signature=signature)
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def events_per_s(ds, batches: int, batch: int, warmup: int = 3) -> float:
-    it = iter(ds)
-    for _ in range(warmup):
-        next(it)
-    t0 = time.perf_counter()
-    total = 0.0
-    for _ in range(batches):
-        b = next(it)
-        total += float(b["energy"][0])  # materialise the batch on the host
-    return batches * batch / (time.perf_counter() - t0)
 
 
 def main(argv=None) -> None:

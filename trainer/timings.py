@@ -1,15 +1,66 @@
-"""Per-call timing records (timings.jsonl, CONTRACTS §3) and the progress log line with rate and ETA."""
+"""Per-call timing records (timings.jsonl, CONTRACTS §3), the run's identity and hardware
+fingerprint they are read with, and the progress log line with rate and ETA."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from typing import Any
 
 from data_prep import uri
 from data_prep.console import format_duration
 
 log = logging.getLogger(__name__)
+
+#: TrainConfig fields that neither change what a step computes nor what it costs: how long the run
+#: goes on, where it writes, how often it logs or saves. Left out of the config hash, so a run
+#: resumed with more steps (or a new output folder) keeps its identity; the dataset is recorded
+#: on its own (`dataset`).
+NOT_HASHED_FIELDS = ("data", "output_dir", "epochs", "steps_per_epoch", "max_steps", "checkpoint_every",
+                     "keep_checkpoints", "log_every", "empty_check_every", "empty_patience", "empty_threshold")
+#: Keys every record of one run shares (eval.benchmark refuses a timings file that mixes them).
+IDENTITY_KEYS = ("preset", "dataset", "config_hash")
+
+
+def config_hash(train_config: dict[str, Any]) -> str:
+    """Short sha256 of the TrainConfig fields that define what one step computes and costs.
+
+    Args:
+        train_config: TrainConfig.to_dict() (or config.json's `train_config`).
+    """
+    kept = {k: v for k, v in sorted(train_config.items()) if k not in NOT_HASHED_FIELDS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_identity(train_config: dict[str, Any]) -> dict[str, str]:
+    """What every timing record of this run carries: preset, dataset (its manifest URI; "" for
+    an in-memory dataset) and config hash."""
+    return {"preset": str(train_config.get("preset", "")), "dataset": str(train_config.get("data", "")),
+            "config_hash": config_hash(train_config)}
+
+
+def run_fingerprint(strategy: Any) -> dict[str, Any]:
+    """The training machine as the benchmark reports it: devices and counts, library versions,
+    git commit (written into config.json; the collector usually runs elsewhere)."""
+    import tensorflow as tf
+
+    from data_prep.provenance import git_commit, host_info, library_versions
+
+    physical = tf.config.list_physical_devices()
+    counts: dict[str, int] = {}
+    for device in physical:
+        counts[device.device_type] = counts.get(device.device_type, 0) + 1
+    gpu_names = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        gpu_names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+    try:
+        workers = list(strategy.extended.worker_devices)
+    except (AttributeError, RuntimeError):  # the default strategy has no worker_devices
+        workers = []
+    return {"physical_devices": counts, "gpu_names": gpu_names, "replica_devices": workers or ["default"],
+            "host": host_info(), "libraries": library_versions(), "git_commit": git_commit()}
 
 
 class TimingLog:
@@ -19,10 +70,12 @@ class TimingLog:
     gs:// objects cannot be appended, so the whole file is rewritten at each flush.
     """
 
-    def __init__(self, path: str, enabled: bool = True, flush_every: int = 1):
+    def __init__(self, path: str, enabled: bool = True, flush_every: int = 1,
+                 identity: dict[str, str] | None = None):
         self.path = path
         self.enabled = enabled
         self.flush_every = flush_every
+        self.identity = dict(identity or {})  # run_identity(): added to every record
         self._lines: list[str] = []
         self._pending = 0
         if enabled and uri.exists(path):
@@ -35,7 +88,8 @@ class TimingLog:
             return
         rec = {"step": int(step), "steps": int(steps), "epoch": int(epoch),
                "seconds": float(seconds), "global_batch": int(global_batch),
-               "replicas": int(replicas), "losses": {k: float(v) for k, v in losses.items()}}
+               "replicas": int(replicas), "losses": {k: float(v) for k, v in losses.items()},
+               **self.identity}
         line = json.dumps(rec, sort_keys=True)
         self._lines.append(line)
         self._pending += 1

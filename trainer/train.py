@@ -29,7 +29,7 @@ from trainer.models import Discriminator, build_generator
 from trainer.presets import get_preset
 from trainer.steps import StepSettings
 from trainer.strategy import device_kind, make_strategy, task_info
-from trainer.timings import Progress, TimingLog, write_scalar
+from trainer.timings import Progress, TimingLog, config_hash, run_fingerprint, run_identity, write_scalar
 
 log = logging.getLogger("trainer")
 
@@ -122,7 +122,8 @@ class _RunHooks:
         self.replicas = replicas
         self.chief = chief
         self.checkpointer = checkpointer
-        self.timings = TimingLog(uri.join(out, "timings.jsonl"), enabled=chief)
+        self.timings = TimingLog(uri.join(out, "timings.jsonl"), enabled=chief,
+                                 identity=run_identity(config.to_dict()))
         self.guard = DivergenceGuard(config.empty_patience, config.empty_threshold,
                                      config.empty_check_every)
         self.progress = Progress(total, start, global_batch)
@@ -274,6 +275,7 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
         "task": f"{task_type}:{task_id}", "device_kind": device_kind(strategy),
         "generator_params": int(generator.count_params()),
         "discriminator_params": int(discriminator.count_params()),
+        "fingerprint": run_fingerprint(strategy), "config_hash": config_hash(config.to_dict()),
     }
     if chief:
         uri.write_text(uri.join(out, "config.json"), json.dumps(
