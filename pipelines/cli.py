@@ -163,6 +163,19 @@ def _show_hardware(hardware_file: str | None, as_json: bool) -> int:
     return 0
 
 
+def _bench_compare(args: argparse.Namespace) -> int:
+    """`caloforge bench compare`: our runs' table, then the published reference table; optionally
+    compare.json and compare.png."""
+    from eval.bench_compare import compare, render_text, write_outputs
+
+    comparison = compare(args.runs, prices_path=args.prices)
+    print(json.dumps(comparison.to_dict(), indent=2) if args.json else render_text(comparison))
+    if args.output_dir:
+        written = write_outputs(comparison, args.output_dir)
+        print(f"wrote {written['json']} and {written['plot']}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caloforge",
@@ -205,6 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default=None, metavar="NS", help="Kubeflow namespace of a multi-user deployment (kubeflow)")
     p.add_argument("--api-endpoint", default=None, metavar="URL", help="Vertex AI API endpoint (vertex; default REGION-aiplatform.googleapis.com)")
     p.add_argument("--dry-run", action="store_true", help="check the YAML and values, build the job and print it without submitting")
+
+    p = sub.add_parser("bench", help="benchmarks across runs: `bench compare RUN_OR_SWEEP...`")
+    bench = p.add_subparsers(dest="bench_command", required=True)
+    c = bench.add_parser("compare", help="table (and plot) of finished runs' benchmarks beside the published 3DGAN runs")
+    c.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP",
+                   help="run folder, sweep folder (every run below it), benchmark folder or benchmark.json")
+    c.add_argument("--prices", default="", metavar="F.yaml",
+                   help="price table `profiles: {NAME: {usd_per_device_hour: X, devices: N}}` over the packaged "
+                        "defaults (eval/reference_data/device_prices.yaml)")
+    c.add_argument("--output-dir", default=None, metavar="D", help="also write D/compare.json and D/compare.png")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON instead of tables")
 
     p = sub.add_parser("params", help="show the pipeline parameters: type, default, choices, help")
     p.add_argument("--json", action="store_true", help="machine-readable JSON instead of a table")
@@ -267,6 +291,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _show_params(args.json)
     if args.command == "hardware":
         return _show_hardware(args.hardware_file, args.json)
+    if args.command == "bench":
+        return _bench_compare(args)
     if args.command == "compile":
         from pipelines.hardware import check_params, resolve
         from pipelines.hardware_profiles import profile_defaults

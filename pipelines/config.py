@@ -131,6 +131,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("eval_events", "evaluate", "max_events"),
     Param("eval_seed", "evaluate", "seed"),
     Param("warmup_steps", "benchmark", "warmup_steps"),
+    # A record of the compiled profile (create_pipeline sets its default; check_params refuses another).
+    Param("hardware_profile", "benchmark", "hardware_profile",
+          note="`caloforge compile --hardware` sets it; a run may not name another profile."),
 )
 
 #: The embedded demo (`make run`, `caloforge run --local`): parameter -> (value, why it differs
@@ -145,6 +148,7 @@ EMBEDDED_DEMO: dict[str, tuple[Any, str]] = {
     "batch_size_per_replica": (16, "the published 64 makes a CPU step four times slower"),
     "train_seed": (42, "the seed of the demo runs measured in README"),
     "eval_seed": (7, "the seed of the demo runs measured in README"),
+    "hardware_profile": ("cpu", "the demo runs on the cpu profile (kfp.local on this machine)"),
 }
 
 

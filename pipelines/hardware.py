@@ -683,11 +683,17 @@ def check_params(resolved: ResolvedHardware, values: Mapping[str, Any]) -> None:
     """Checks training parameter values (the compiled defaults or a run's values) against the hardware.
 
     Raises:
-        ValueError: a strategy the hardware cannot run, a precision it lacks, or a TPU
-            per-replica batch that is not a multiple of 8.
+        ValueError: a strategy the hardware cannot run, a precision it lacks, a TPU
+            per-replica batch that is not a multiple of 8, or a hardware_profile record naming
+            another profile.
     """
     profile = resolved.profile
     where = f"hardware profile {profile.name!r}"
+    recorded = values.get("hardware_profile", "")
+    if recorded and recorded != profile.name:
+        raise ValueError(f"pipeline parameter hardware_profile={recorded!r}: this DAG trains on {where}; the "
+                         f"parameter records it (give {profile.name!r} or leave it out; compile another YAML with "
+                         "`caloforge compile --hardware NAME` for other hardware)")
     strategy = values.get("distribution_strategy", "auto")
     precision = values.get("precision", "float32")
     batch = values.get("batch_size_per_replica", 1)

@@ -160,7 +160,8 @@ def profile_defaults(resolved: ResolvedHardware):
     if unknown:
         raise ValueError(f"hardware profile {name!r}: training keys {unknown} are not pipeline parameters; valid: "
                          f"{', '.join([*valid, *TRAINING_EXTRA_KEYS])}")
+    record = {"hardware_profile": (name, f"{name}: the compiled profile, recorded in benchmark.json")}
     try:
-        return PipelineParams.layered(EMBEDDED_DEMO, resolved.settings)
+        return PipelineParams.layered(EMBEDDED_DEMO, resolved.settings, record)
     except ValueError as err:
         raise ValueError(f"hardware profile {name!r}: training: {err}") from None

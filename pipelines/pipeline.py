@@ -10,7 +10,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import build_components
 from pipelines.compiled import TARGET_PARAMETER, mark_text
-from pipelines.config import PipelineParams, component_parameters
+from pipelines.config import EMBEDDED_DEMO, PipelineParams, component_parameters
 from pipelines.images import DEFAULT_REGISTRY, IMAGE_ENV, image_for, stage_images
 from pipelines.training_step import add_training_step
 from pipelines.version import VERSION
@@ -57,6 +57,9 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
     profile = hardware if hardware is not None else BUILTIN_PROFILES["cpu"]
     resolved = resolve(profile, target)
     defaults = defaults if defaults is not None else PipelineParams()
+    if defaults.hardware_profile in ("", EMBEDDED_DEMO["hardware_profile"][0]):
+        # The record of the hardware follows the profile compiled for (the demo's is cpu).
+        defaults = dataclasses.replace(defaults, hardware_profile=profile.name)
     check_params(resolved, defaults.to_dict())
     images = stage_images(profile.accelerator, image, registry)
     comps = build_components(images.default, train_image=images.train)

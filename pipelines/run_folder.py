@@ -119,11 +119,12 @@ def collect_run(
         "report": _rel(run_dir, _find(os.path.join(run_dir, "evaluation"), "report.html")) if "evaluation" in stages else None,
         "metrics": _rel(run_dir, metrics_path),
         "benchmark": _rel(run_dir, bench_path),
+        "benchmark MLLOG lines": _rel(run_dir, _find(os.path.join(run_dir, "benchmark"), "benchmark.mllog")) if bench_path else None,
         "manifest": _rel(run_dir, _find(os.path.join(run_dir, "tfrecords"), "manifest.json")) if "tfrecords" in stages else None,
         "training summary": _rel(run_dir, _find(os.path.join(run_dir, "model"), "summary.json")) if "model" in stages else None,
     }
     _write_atomic(os.path.join(run_dir, "run.json"), json.dumps(summary.__dict__, indent=2, default=str))
-    _write_atomic(os.path.join(run_dir, "index.html"), render_index(summary, links))
+    _write_atomic(os.path.join(run_dir, "index.html"), render_index(summary, links, bench))
     return summary
 
 
@@ -149,7 +150,7 @@ def _headline(metrics: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
     without which a generated-vs-MC number cannot be read.
     """
     out: dict[str, Any] = {}
-    for key in ("showers_per_second", "seconds_per_step", "seconds_per_epoch", "steps"):
+    for key in ("showers_per_second", "seconds_per_step", "seconds_per_step_median", "seconds_per_epoch", "steps"):
         if key in bench:
             out[f"benchmark.{key}"] = bench[key]
     summary = metrics.get("summary", {})
@@ -165,8 +166,26 @@ def _headline(metrics: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_index(summary: RunSummary, links: dict[str, str | None]) -> str:
-    """A small self-contained page: verdict, links to each stage's outputs, headline figures."""
+def benchmark_section(bench: dict[str, Any] | None) -> str:
+    """The benchmark's summary: what was measured, over how many steps, on what (eval.bench_report).
+
+    Empty for a run without a benchmark, or with one written before benchmark.json had a status.
+    """
+    if not bench or "status" not in bench:
+        return ""
+    from eval.bench_report import fingerprint_line, summary_rows
+
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td><td>{html.escape(how)}</td></tr>"
+        for name, value, how in summary_rows(bench))
+    return (f"<h2>Benchmark</h2><p>{html.escape(str(bench.get('measured', '')))}</p>"
+            f"<table><tr><th>figure</th><th>value</th><th>measured</th></tr>{rows}</table>"
+            f"<p><small>{html.escape(fingerprint_line(bench))}</small></p>")
+
+
+def render_index(summary: RunSummary, links: dict[str, str | None], bench: dict[str, Any] | None = None) -> str:
+    """A small self-contained page: verdict, links to each stage's outputs, headline figures, the
+    benchmark's summary."""
     verdict = {True: "PASSED", False: "FAILED", None: "no verdict"}[summary.passed]
     rows_links = "".join(
         f'<li><a href="{html.escape(path)}">{html.escape(name)}</a></li>' for name, path in links.items() if path
@@ -184,12 +203,13 @@ def render_index(summary: RunSummary, links: dict[str, str | None]) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>caloforge run</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:2px 8px}}
-.PASSED{{color:#070}}.FAILED{{color:#b00}}</style></head>
+th{{text-align:left;padding:2px 8px}}.PASSED{{color:#070}}.FAILED{{color:#b00}}</style></head>
 <body><h1>caloforge run</h1>
 <p>Physics validation: <b class="{verdict.replace(' ', '_')}">{verdict}</b> &middot; DAG wall time {summary.seconds:.1f} s &middot; {created}</p>
 <h2>Outputs</h2><ul>{rows_links}</ul>
 <h2>Stage folders</h2><ul>{rows_stages}</ul>
 <h2>Headline figures</h2><table>{rows_metrics}</table>
+{benchmark_section(bench)}
 <h2>Parameters</h2><table>{rows_params}</table>
 </body></html>
 """

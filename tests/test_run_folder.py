@@ -62,3 +62,38 @@ def test_failed_verdict_is_shown(tmp_path):
     summary = collect_run(artifacts, str(tmp_path / "run"), {}, 1.0)
     assert summary.passed is False
     assert "FAILED" in (tmp_path / "run" / "index.html").read_text()
+
+
+def test_index_page_summarises_the_benchmark(tmp_path):
+    """The collector's own benchmark.json (synthetic timing records) on the index page: what was
+    measured, over how many steps, on what; withheld figures say why."""
+    from eval.benchmark import BenchmarkConfig, collect
+    from trainer.timings import TimingLog
+
+    train = tmp_path / "train"
+    train.mkdir()
+    log = TimingLog(str(train / "timings.jsonl"), identity={"preset": "small", "dataset": "d", "config_hash": "abc"})
+    for step, seconds in enumerate([9.0, 4.0] + [0.5] * 24, start=1):
+        log.record(step=step, steps=1, epoch=0, seconds=seconds, global_batch=16, replicas=1, losses={})
+    (train / "summary.json").write_text(json.dumps({"strategy": "default", "device_kind": "cpu"}))
+    pages = {}
+    for name, minimum in (("measured", 20), ("withheld", 30)):
+        bench_dir = tmp_path / f"bench-{name}"
+        collect(BenchmarkConfig(train_dir=str(train), output_dir=str(bench_dir), hardware_profile="cpu",
+                                min_measured_steps=minimum, include_tf_devices=False, input_batches=0,
+                                generation_batch_sizes=(), mc_seconds=0.0, count_flops=False))
+        run_dir = tmp_path / f"run-{name}"
+        artifacts = {"benchmark": str(bench_dir)}
+        summary = collect_run(artifacts, str(run_dir), {}, 1.0)
+        pages[name] = (run_dir / "index.html").read_text()
+        assert 'href="benchmark/benchmark.mllog"' in pages[name]
+    measured = pages["measured"]
+    assert "<h2>Benchmark</h2>" in measured
+    assert "24 measured steps (24 records) at global batch 16 on CPU" in measured
+    assert "median 0.5 s" in measured and "32 showers/s" in measured
+    assert "published reference (not ours)" in measured and "profile cpu" in measured
+    assert "steps 1-2" in measured  # the warm-up, named
+    assert summary.metrics.get("benchmark.showers_per_second") is None  # the withheld run has none
+    withheld = pages["withheld"]
+    assert "withheld" in withheld and "24 measured steps" in withheld and "min_measured_steps=30" in withheld
+    assert "showers/s" not in withheld.split("<h2>Benchmark</h2>")[1].split("</table>")[0]
