@@ -94,7 +94,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.Arg
 
 def _synopsis_part(action: argparse.Action) -> str:
     if not action.option_strings:
-        return "|".join(action.choices) if action.choices else (action.metavar or action.dest)
+        name = "|".join(action.choices) if action.choices else (action.metavar or action.dest)
+        return f"{name}..." if action.nargs in ("+", "*") else name
     flag = max(action.option_strings, key=len)
     if isinstance(action, argparse.BooleanOptionalAction):
         part = f"--[no-]{flag[2:]}"
@@ -147,6 +148,10 @@ def commands_markdown() -> str:
             synopsis = _synopsis(f"caloforge {name}", parser, all_flags=False) if parser else f"caloforge {name} ..."
             where = f"[flags](docs/cli.md#caloforge-{name})" if parser else f"`caloforge {name} --help`"
             lines.append(f"| `{_md(synopsis)}` | {_md(help_text)} (`{module}`; {where}) |")
+        elif any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+            for inner, (inner_sub, inner_help) in _subparsers(sub).items():  # `caloforge bench compare ...`
+                synopsis = _synopsis(f"caloforge {name} {inner}", inner_sub, all_flags=True)
+                lines.append(f"| `{_md(synopsis)}` | {_md(inner_help)} |")
         else:
             lines.append(f"| `{_md(_synopsis(f'caloforge {name}', sub, all_flags=True))}` | {_md(help_text)} |")
     return "\n".join(lines)

@@ -83,3 +83,35 @@ def test_stage_user_error_is_one_line_with_exit_code_2(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "-v"])  # --verbose after the stage name too
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_compiled_dag_hands_its_hardware_profile_to_the_benchmark(tmp_path, capsys):
+    """The profile name reaches the collector's fingerprint: the compiled default of
+    hardware_profile, wired into the benchmark task; another name is refused."""
+    from pipelines.hardware_profiles import BUILTIN_PROFILES
+    from pipelines.pipeline import create_pipeline
+
+    def defaults(path):
+        with open(path, encoding="utf-8") as f:
+            spec = next(yaml.safe_load_all(f))
+        task = spec["root"]["dag"]["tasks"]["collect-benchmark"]["inputs"]["parameters"]["hardware_profile"]
+        assert task == {"componentInputParameter": "hardware_profile"}
+        return spec["root"]["inputDefinitions"]["parameters"]["hardware_profile"]["defaultValue"]
+
+    t4 = tmp_path / "t4.yaml"
+    assert main(["compile", "--output", str(t4), "--hardware", "gpu-t4-1", "--target", "kubeflow"]) == 0
+    assert defaults(t4) == "gpu-t4-1"
+    cpu = tmp_path / "cpu.yaml"
+    assert main(["compile", "--output", str(cpu), "--target", "kubeflow"]) == 0
+    assert defaults(cpu) == "cpu"
+    capsys.readouterr()
+    assert main(["compile", "--output", str(tmp_path / "x.yaml"), "--hardware", "gpu-t4-1", "--target", "kubeflow",
+                 "--param", "hardware_profile=tpu-v3-8"]) == 2
+    err = capsys.readouterr().err
+    assert "hardware_profile='tpu-v3-8'" in err and "'gpu-t4-1'" in err
+    # The factory called without defaults (the demo's) records the profile it compiles for.
+    from kfp import compiler
+
+    compiler.Compiler().compile(create_pipeline(hardware=BUILTIN_PROFILES["tpu-v4-8"], target="kubeflow"),
+                                str(tmp_path / "v4.yaml"))
+    assert defaults(tmp_path / "v4.yaml") == "tpu-v4-8"

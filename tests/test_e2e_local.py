@@ -14,7 +14,7 @@ TINY = {
     "mc_energy_min": "20",
     "mc_energy_max": "200",
     "preset": "tiny",
-    "max_steps": "6",
+    "max_steps": "26",  # 2 warm-up + 24 measured: over the collector's 20-step minimum
     "batch_size_per_replica": "8",
     "distribution_strategy": "default",
     "warmup_steps": "1",
@@ -34,7 +34,7 @@ def test_dag_runs_locally_and_collects_a_run_folder(tmp_path, capsys):
     run = json.loads((run_dir / "run.json").read_text())
     assert set(run["stages"]) == {"raw_data", "tfrecords", "model", "evaluation", "benchmark"}
     assert run["parameters"]["preset"] == "tiny"
-    assert run["passed"] in (True, False)  # a 6-step GAN is judged, whatever the verdict
+    assert run["passed"] in (True, False)  # a 26-step GAN is judged, whatever the verdict
 
     files = json.loads((run_dir / "raw_data" / "files.json").read_text())
     assert files["events"] == 480 and len(files["files"]) == 3
@@ -43,20 +43,36 @@ def test_dag_runs_locally_and_collects_a_run_folder(tmp_path, capsys):
     assert sum(manifest["counts"].values()) > 0
 
     summary = json.loads((run_dir / "model" / "summary.json").read_text())
-    assert summary["steps"] == 6
+    assert summary["steps"] == 26
     assert os.path.exists(run_dir / "model" / "generator" / "generator.keras")
     with open(run_dir / "model" / "timings.jsonl", encoding="utf-8") as f:
-        assert sum(json.loads(line)["steps"] for line in f if line.strip()) == 6
+        assert sum(json.loads(line)["steps"] for line in f if line.strip()) == 26
 
     metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
     assert isinstance(metrics["verdict"]["passed"], bool) and metrics["verdict"]["checks"]
     bench = json.loads((run_dir / "benchmark" / "benchmark.json").read_text())
-    assert bench["showers_per_second"] > 0
+    assert bench["status"] == "measured" and bench["showers_per_second"] > 0
+    assert bench["measured_steps"] == 24 and bench["warmup_step_ranges"] == [[1, 2]]
+    fp = bench["fingerprint"]
+    assert fp["hardware_profile"] == "cpu" and fp["preset"] == "tiny" and fp["identity_recorded"]
+    assert fp["trainer"]["physical_devices"]["CPU"] >= 1 and fp["trainer"]["libraries"]["kfp"]
+    assert bench["input_pipeline"]["events_per_second"] > 0 and bench["monte_carlo"]["showers_per_second"] > 0
+    assert bench["generation"]["batches"]["64"]["showers_per_second"] > 0
+    assert bench["flops"]["achieved_model_flops_per_second"] > 0
+    from eval.mllog import parse_mllog
+
+    events = parse_mllog((run_dir / "benchmark" / "benchmark.mllog").read_text())
+    assert next(e for e in events if e["key"] == "tracked_stats")["metadata"]["measured_steps"] == 24
 
     index = (run_dir / "index.html").read_text()
     for link in ("evaluation/report.html", "evaluation/metrics.json", "benchmark/benchmark.json"):
         assert f'href="{link}"' in index
         assert (run_dir / link).exists()
+    assert "<h2>Benchmark</h2>" in index and "24 measured steps (24 records)" in index
+    # The finished run in the comparison table, beside (never among) the published rows.
+    assert main(["bench", "compare", str(run_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "run " in table and "tiny" in table.split("published reference")[0]
 
 
 def test_default_parameters_are_the_embedded_demo():
