@@ -163,7 +163,8 @@ def _beam(files: list[str], out: str, encoding: str, workers: int) -> dict:
     busy = ", ".join(f"{k} {v['busy_s']:.1f}" for k, v in manifest["run"]["stages"].items())
     progress = [line for line in lines if "% done" in line]
     print(f"beam {encoding} {n_read} events ({n} records): {seconds:.1f} s ({n_read / seconds:.0f} events/s, whole "
-          f"convert() call), {size / n / 1e3:.1f} kB/record; process tree peak RSS {tree.peak_rss_bytes / 1e6:.0f} MB, "
+          f"convert() call), {size / n / 1e3:.1f} kB/record; process tree peak RSS {tree.peak_rss_bytes / 1e6:.0f} MB "
+          f"(driver alone {tree.root_peak_rss_bytes / 1e6:.0f} MB), "
           f"CPU {cpu:.1f} s ({1e3 * cpu / n_read:.2f} ms/event); stage busy s: {busy}", flush=True)
     if progress:
         print(f"  last progress line: {progress[-1].split(': ', 1)[-1]}")

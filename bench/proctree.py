@@ -36,34 +36,40 @@ def descendants(root: int) -> list[int]:
     return tree
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Sum of the resident set sizes of `root` and its descendants now."""
-    total = 0
+def tree_rss_bytes(root: int) -> tuple[int, int]:
+    """(sum of the resident set sizes of `root` and its descendants, that of `root` alone) now."""
+    total = own = 0
     for pid in descendants(root):
         try:
-            total += int(_stat_fields(pid)[21]) * _PAGE
+            rss = int(_stat_fields(pid)[21]) * _PAGE
         except (OSError, IndexError, ValueError):
             continue
-    return total
+        total += rss
+        own = rss if pid == root else own
+    return total, own
 
 
 class TreeSampler:
     """Context manager: the largest RSS sum of a process tree seen, sampled every interval_s.
 
-    Attributes (after the block): peak_rss_bytes, samples.
+    Attributes (after the block): peak_rss_bytes (the tree's), root_peak_rss_bytes (the root
+    process's own, e.g. Beam's driver), samples.
     """
 
     def __init__(self, interval_s: float = 0.1, root: int | None = None):
         self.interval_s = interval_s
         self.root = os.getpid() if root is None else root
         self.peak_rss_bytes = 0
+        self.root_peak_rss_bytes = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_rss_bytes = max(self.peak_rss_bytes, tree_rss_bytes(self.root))
+            total, own = tree_rss_bytes(self.root)
+            self.peak_rss_bytes = max(self.peak_rss_bytes, total)
+            self.root_peak_rss_bytes = max(self.root_peak_rss_bytes, own)
             self.samples += 1
             self._stop.wait(self.interval_s)
 
