@@ -180,7 +180,7 @@ def main(argv=None) -> None:
     parser.add_argument("--events", type=int, default=20000, help="events of the timed comparison")
     parser.add_argument("--memory-events", type=int, nargs=2, default=[5000, 20000], metavar=("SMALL", "LARGE"),
                         help="the two sizes whose peak RSS is compared (e.g. 20000 80000)")
-    parser.add_argument("--sparse-events", type=int, default=5000, help="events of the sparse run (bytes/event)")
+    parser.add_argument("--sparse-events", type=int, default=2000, help="events of the sparse run (bytes/event)")
     parser.add_argument("--events-per-file", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="Beam worker processes")
     parser.add_argument("--data-dir", default="", help="reuse (or keep) the generated HDF5 files here")
