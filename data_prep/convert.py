@@ -401,10 +401,10 @@ def _progress_line(counts: dict[str, int], n_events: int, elapsed: float) -> str
 
 
 @contextlib.contextmanager
-def _local_progress(pipeline_args: Sequence[str], n_events: int, every_s: float | None = None):
+def _local_progress(pipeline_args: Sequence[str], n_events: int):
     """For a local runner: yield a folder for the workers' counts and, while the job runs, log
-    one job-wide progress line (events done, rate, ETA) every `every_s` seconds, and a last one
-    when the job has finished. Yields None for remote runners (see _wait_with_progress).
+    one job-wide progress line (events done, rate, ETA) every PROGRESS_EVERY_S seconds and a
+    last one when the job has finished. Yields None for remote runners (see _wait_with_progress).
 
     Beam's metrics are not visible while FnApiRunner runs (run() blocks), and each worker
     process only knows its own share; the workers append their counts to files here
@@ -413,7 +413,7 @@ def _local_progress(pipeline_args: Sequence[str], n_events: int, every_s: float 
     if not _is_local_runner(pipeline_args):
         yield None
         return
-    every_s = PROGRESS_EVERY_S if every_s is None else every_s
+    every_s = PROGRESS_EVERY_S
     folder = tempfile.mkdtemp(prefix="caloforge-progress-")
     stop = threading.Event()
     t0 = time.monotonic()
