@@ -50,7 +50,8 @@ class EvalConfig:
         generator_dir: Folder of the exported generator (trainer output ``generator/``).
         output_dir: Folder (local or gs://) for metrics.json, report.html and plots/.
         max_events: Test events to use (0 = the whole test split).
-        seed: Seed of the A/B split, the generator noise and the classifier/FPD/KPD draws.
+        seed: Seed of the A/B split, the generator noise, the classifiers and the noise-floor
+            replicas (FPD and KPD draw with jetnet's seed 42, as CaloChallenge's numbers do).
         batch_size: Generator batch size.
         split: Dataset split holding the Monte Carlo reference.
         hit_threshold_gev: Hit threshold in GeV of deposited energy (0.015 raw units at 3e-4).
