@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from eval import calochallenge as cc
-from eval.classifier import IsotonicCalibration, auc_null_sd
+from eval.classifier import IsotonicCalibration, _openblas_thread_controls, auc_null_sd
 
 
 def gaussian(n: int, seed: int, shift=0.0, scale=1.0, d: int = 6) -> np.ndarray:
@@ -132,6 +132,22 @@ def test_classifier_reaches_the_best_achievable_auc(case, best):
     assert best - 3 * sd - 0.02 <= r.auc <= best + 3 * sd
     if case == "flip":
         assert r.auc >= 0.85  # a logistic regression on features and their squares gives 0.51
+
+
+def test_classifier_trains_on_one_blas_thread_and_restores_the_setting():
+    # numpy's OpenBLAS is found here (Linux wheel); training switches it to one thread, so the
+    # result does not depend on the thread count, and puts the count back afterwards.
+    get_threads, set_threads = _openblas_thread_controls()
+    before = get_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            set_threads(threads)
+            results.append(cc.classifier_test(gaussian(600, 1), gaussian(600, 2, shift=0.3), seed=1))
+            assert get_threads() == threads
+        assert results[0] == results[1]
+    finally:
+        set_threads(before)
 
 
 def test_classifier_rejects_tiny_or_mismatched_tables():
