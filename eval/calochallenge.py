@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 # The classifier test lives in eval.classifier; these names are part of this module's interface.
-from eval.classifier import ClassifierConfig, ClassifierResult, classifier_test, roc_auc  # noqa: F401  # noqa: F401  (re-exported: the library entry points keep their names)
+from eval.classifier import ClassifierConfig, ClassifierResult, classifier_test, roc_auc  # noqa: F401  (re-exported entry points)
 
 
 # --------------------------------------------------------------------------- separation power
