@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "apache-beam[gcp]>=2.77,<2.78",
     "kfp>=2.17,<2.18",
     "kfp-kubernetes>=2.17,<2.18",  # node selectors for GKE GPU/TPU pools on Kubeflow
+    "PyYAML>=6",  # verdict thresholds (eval/thresholds/*.yaml), price tables; also a kfp dependency
 ]
 
 EXTRAS_REQUIRE = {
@@ -45,7 +46,8 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=["pipelines", "components", "data_prep", "trainer", "eval"],
     include_package_data=True,
-    package_data={"eval": ["reference_data/*.csv", "reference_data/*.md", "reference_data/*.yaml"]},
+    package_data={"eval": ["reference_data/*.csv", "reference_data/*.md", "reference_data/*.yaml",
+                           "thresholds/*.yaml"]},
     data_files=[
         ("share/caloforge/infra", ["infra/README.md"]),
     ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import gzip
@@ -12,7 +13,10 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -35,6 +39,10 @@ _RANGE_BYTES = 64 << 20  # default raw ECAL bytes per read range: enough work pe
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "direct", "BundleBasedDirectRunner")
 SPLIT_BY = ("event", "file")
 ON_BAD_EVENT = ("fail", "skip")
+PROGRESS_EVERY_S = 10.0  # seconds between the job-wide progress lines of a local run
+# Relative seconds per event of a local run's three passes (read + preprocess, write, hash the
+# shards), measured on 2 cores: only for the progress line's share done and ETA.
+_PASS_WEIGHTS = (1.0, 0.5, 0.4)
 
 
 @dataclass
@@ -312,8 +320,13 @@ def default_pipeline_args(pipeline_args: Sequence[str] | None) -> list[str]:
 # The pipeline
 
 
-def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], staging: str, shards: dict[str, int]):
-    """Add the conversion steps to a Beam pipeline (the caller runs it)."""
+def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], staging: str, shards: dict[str, int],
+                   progress_dir: str | None = None):
+    """Add the conversion steps to a Beam pipeline (the caller runs it).
+
+    `progress_dir` (local runs only) is the folder the workers report their counts to
+    (transforms.ProgressLog), for the driver's job-wide progress line.
+    """
     import apache_beam as beam
     from apache_beam.io.filesystem import CompressionTypes
 
@@ -332,11 +345,11 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     )
     blocks = ranges | "ReadEvents" >> tr.ReadEventBlocks()
     validated = blocks | "ValidateEvents" >> tr.ValidateEvents(config.on_bad_event, config.energy_range)
-    preprocessed = validated.good | "PreprocessEvents" >> tr.PreprocessEvents(config.preprocess_config())
+    preprocessed = validated.good | "PreprocessEvents" >> tr.PreprocessEvents(config.preprocess_config(), progress_dir)
     encoded = preprocessed.processed | "EncodeAndSplit" >> tr.EncodeAndSplit(
         config.test_fraction, config.seed, config.split_by
     )
-    coder = tr.ExampleCoder(sources[0].info.image_shape, config.encoding)
+    coder = tr.ExampleCoder(sources[0].info.image_shape, config.encoding, progress_dir)
     written = []
     for split, tag in (("train", tr.TAG_TRAIN), ("test", tr.TAG_TEST)):
         written.append(
@@ -359,7 +372,7 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     (
         tuple(written)
         | "FlattenShards" >> beam.Flatten()
-        | "DescribeShards" >> tr.DescribeShards(config.compression)
+        | "DescribeShards" >> tr.DescribeShards(config.compression, progress_dir)
         | "WriteShardList" >> beam.Map(tr.write_json, uri_lib.join(staging, SHARDS_NAME))
     )
 
@@ -369,7 +382,7 @@ def _wait_with_progress(result, n_events: int, poll_s: float = 30.0) -> None:
     rate and ETA from the workers' counters every poll_s seconds.
 
     Local runners return from run() when the job has finished, so this only waits on them; their
-    workers log their own rate lines.
+    job-wide progress line comes from _local_progress, which runs beside run().
     """
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.runners.runner import PipelineState
@@ -392,6 +405,77 @@ def _wait_with_progress(result, n_events: int, poll_s: float = 30.0) -> None:
         eta = (n_events - done) / rate if rate > 0 else float("nan")
         _LOG.info("BeamJob: %d/%d events preprocessed, %.0f events/s, ETA %.0f s", done, n_events, rate, eta)
     result.wait_until_finish()
+
+
+def _is_local_runner(pipeline_args: Sequence[str]) -> bool:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(pipeline_args)).view_as(StandardOptions).runner
+    return runner is None or str(runner).rsplit(".", 1)[-1] in LOCAL_RUNNERS
+
+
+def _progress_line(counts: dict[str, int], n_events: int, elapsed: float) -> str:
+    """"BeamJob: events preprocessed, records written and hashed, share of the job done, rate, ETA".
+
+    A local runner makes three passes one after the other: read and preprocess every event,
+    write every record, read every shard back to hash it. The share done weighs each pass by
+    its cost per event, roughly as measured on 2 cores (_PASS_WEIGHTS); records expected =
+    events x the fraction kept so far.
+    """
+    from data_prep import transforms as tr
+
+    pre = counts.get(tr.PROGRESS_PREPROCESSED, 0)
+    kept = counts.get(tr.PROGRESS_KEPT, 0)
+    written = counts.get(tr.PROGRESS_WRITTEN, 0)
+    hashed = counts.get(tr.PROGRESS_HASHED, 0)
+    expected = round(n_events * kept / pre) if pre else n_events
+    w_pre, w_write, w_hash = _PASS_WEIGHTS
+    fraction = min(1.0, (w_pre * pre + w_write * written + w_hash * hashed)
+                   / max(w_pre * n_events + (w_write + w_hash) * expected, 1e-9))
+    rate = fraction * n_events / max(elapsed, 1e-9)
+    eta = f"{elapsed * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "unknown"
+    return (f"BeamJob: {pre}/{n_events} events preprocessed, {written}/{expected} records written, "
+            f"{hashed} hashed; {100 * fraction:.0f} % done, {rate:.0f} events/s, ETA {eta}")
+
+
+@contextlib.contextmanager
+def _local_progress(pipeline_args: Sequence[str], n_events: int):
+    """For a local runner: yield a folder for the workers' counts and, while the job runs, log
+    one job-wide progress line (events done, rate, ETA) every PROGRESS_EVERY_S seconds and a
+    last one when the job has finished. Yields None for remote runners (see _wait_with_progress).
+
+    Beam's metrics are not visible while FnApiRunner runs (run() blocks), and each worker
+    process only knows its own share; the workers append their counts to files here
+    (transforms.ProgressLog) and a thread of the driver sums them.
+    """
+    if not _is_local_runner(pipeline_args):
+        yield None
+        return
+    every_s = PROGRESS_EVERY_S
+    folder = tempfile.mkdtemp(prefix="caloforge-progress-")
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def report() -> None:
+        from data_prep.transforms import read_progress
+
+        while not stop.wait(every_s):
+            _LOG.info(_progress_line(read_progress(folder), n_events, time.monotonic() - t0))
+
+    thread = threading.Thread(target=report, name="caloforge-progress", daemon=True)
+    thread.start()
+    finished = False
+    try:
+        yield folder
+        finished = True
+    finally:
+        stop.set()
+        thread.join()
+        if finished:
+            from data_prep.transforms import read_progress
+
+            _LOG.info(_progress_line(read_progress(folder), n_events, time.monotonic() - t0))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _INPUT_ERROR_TEXT = re.compile(
@@ -539,14 +623,15 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
             options.view_as(SetupOptions).save_main_session = save_main_session
             t0 = time.monotonic()
             pipeline = beam.Pipeline(runner=worker_guard.guarded_runner(args), options=options)
-            build_pipeline(pipeline, config, sources, claim.staging, shards)
-            try:
-                with worker_guard.guard_workers(args):
-                    result = pipeline.run()
-                    _wait_with_progress(result, n_events)
-            except Exception as exc:
-                _raise_input_error(exc)
-                raise
+            with _local_progress(args, n_events) as progress_dir:
+                build_pipeline(pipeline, config, sources, claim.staging, shards, progress_dir)
+                try:
+                    with worker_guard.guard_workers(args):
+                        result = pipeline.run()
+                        _wait_with_progress(result, n_events)
+                except Exception as exc:
+                    _raise_input_error(exc)
+                    raise
         except InputValidationError as err:
             raise _advise(err, config) from err
         wall = time.monotonic() - t0

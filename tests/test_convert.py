@@ -368,3 +368,45 @@ def test_pipeline_args_default_and_pass_through():
     assert default_pipeline_args(dataflow) == dataflow
     assert default_pipeline_args(["--runner", "FlinkRunner", "--flink_master=host:8081"]) == [
         "--runner", "FlinkRunner", "--flink_master=host:8081"]
+
+
+def test_progress_log_counts_reach_the_driver_whole_lines_only(tmp_path):
+    """Worker side of local progress: counts from several writers add up; a line still being
+    written is not read; a pickled log (as Beam ships it to workers) carries no open file."""
+    import pickle
+
+    first = transforms.ProgressLog(str(tmp_path), transforms.PROGRESS_PREPROCESSED)
+    second = pickle.loads(pickle.dumps(first))
+    first.add(256)
+    second.add(64)
+    transforms.ProgressLog(str(tmp_path), transforms.PROGRESS_WRITTEN).add(7)
+    with open(tmp_path / "written-partial.log", "wb") as fh:
+        fh.write(b"5\n12")  # the writer has not finished "123\n" yet
+    assert transforms.read_progress(str(tmp_path)) == {"preprocessed": 320, "written": 12}
+    assert transforms.read_progress(str(tmp_path / "gone")) == {}
+
+
+def test_local_multiprocess_run_logs_job_wide_progress(tmp_path, mc_files, caplog, monkeypatch):
+    """A local run with two worker processes logs, from the driver, progress lines of the whole
+    job (events done, rate, ETA), and a last one that counts every event and record."""
+    import logging
+    import re
+
+    from data_prep import convert as convert_module
+
+    monkeypatch.setattr(convert_module, "PROGRESS_EVERY_S", 0.5, raising=False)
+    caplog.set_level(logging.INFO, logger="data_prep.convert")
+    manifest = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "ds"), events_per_range=32),
+                       ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    line = re.compile(r"BeamJob: (\d+)/(\d+) events preprocessed, (\d+)/(\d+) records written, (\d+) hashed; "
+                      r"(\d+) % done, (\d+) events/s, ETA (\d+ s|unknown)$")
+    found = [line.match(r.getMessage()) for r in caplog.records if r.name == "data_prep.convert"]
+    found = [m for m in found if m]
+    assert len(found) >= 2, "expected periodic lines while the job runs, then a last one"
+    done = [int(m.group(1)) + int(m.group(3)) + int(m.group(5)) for m in found]
+    assert done == sorted(done)
+    last = found[-1].groups()
+    records_written = sum(manifest["counts"].values())
+    assert (int(last[0]), int(last[1])) == (240, 240)  # both workers' events, summed by the driver
+    assert int(last[2]) == int(last[3]) == int(last[4]) == records_written
+    assert last[5] == "100" and int(last[6]) > 0 and last[7] == "0 s"
