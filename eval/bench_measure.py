@@ -31,7 +31,10 @@ def collector_device() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return "gpu:" + tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
-    return f"cpu:{platform.processor() or platform.machine()} ({_cpu_count()} cores)"
+    from data_prep.provenance import host_info
+
+    model = host_info().get("cpu_model") or platform.machine()
+    return f"cpu:{model} ({_cpu_count()} cores)"
 
 
 def _cpu_count() -> int:

@@ -51,7 +51,7 @@ def summary_rows(bench: dict[str, Any]) -> list[tuple[str, str, str]]:
                      + (f" ({head:.3g} x training)" if head else ""),
                      f"{inp.get('batches')} batches of {inp.get('batch')} on {inp.get('device')}"))
     gen = bench.get("generation") or {}
-    for batch, entry in (gen.get("batches") or {}).items():
+    for batch, entry in sorted((gen.get("batches") or {}).items(), key=lambda kv: int(kv[0])):
         if "showers_per_second" in entry:
             rows.append((f"generation, batch {batch}", f"{entry['showers_per_second']:.4g} showers/s",
                          f"exported generator, {entry['calls']} calls in {entry['seconds']:.3g} s on {gen.get('device')}"))

@@ -413,14 +413,14 @@ def test_input_generation_monte_carlo_flops_and_fingerprint_on_real_outputs(tmp_
     preset = get_preset("tiny")
     export_generator(build_generator(preset), "tiny", str(train / "generator"), {})
     r = collect(config(tmp_path, manifest=manifest, hardware_profile="cpu", input_batches=3,
-                       generation_batch_sizes=(1, 4, 4096), generation_seconds=0.2, generation_memory_gb=1.0,
+                       generation_batch_sizes=(2, 16, 4096), generation_seconds=0.2, generation_memory_gb=1.0,
                        mc_seconds=0.2, count_flops=True, include_tf_devices=True))
     assert r["status"] == "measured" and r["seconds_per_step"] == pytest.approx(0.1)
     assert r["input_pipeline"]["events_per_second"] > 0 and r["input_pipeline"]["batch"] == 4
     assert r["input_pipeline"]["headroom_vs_training"] == pytest.approx(
         r["input_pipeline"]["events_per_second"] / r["showers_per_second"])
     batches = r["generation"]["batches"]
-    assert batches["1"]["showers_per_second"] > 0 and batches["4"]["calls"] >= 1
+    assert batches["2"]["showers_per_second"] > 0 and batches["16"]["calls"] >= 1
     assert "needs about" in batches["4096"]["skipped"]  # 4096 tiny showers: over 1 GB by estimate
     assert r["generation"]["device"].startswith("cpu")
     assert r["monte_carlo"]["showers_per_second"] > 0 and r["monte_carlo"]["grid"] == [51, 51, 25]
@@ -440,6 +440,13 @@ def test_input_generation_monte_carlo_flops_and_fingerprint_on_real_outputs(tmp_
     assert "git_commit" in trainer and trainer["device_summary"].startswith("CPU")
     assert set(fp["collector"]["versions"]) >= {"tensorflow", "keras", "kfp", "apache-beam"}
     figures = r["figures"]
-    assert {"generation_showers_per_second_batch1", "monte_carlo_showers_per_second", "input_events_per_second",
+    assert {"generation_showers_per_second_batch2", "monte_carlo_showers_per_second", "input_events_per_second",
             "achieved_model_flops_per_second"} <= set(figures)
     assert "generation_showers_per_second_batch4096" not in figures
+    # The index page's rows, read from the written file (JSON sorts its keys as text), in batch order.
+    from eval.bench_report import summary_rows
+
+    written = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    rows = [(name, value) for name, value, _ in summary_rows(written) if name.startswith("generation")]
+    assert [name for name, _ in rows] == ["generation, batch 2", "generation, batch 16", "generation, batch 4096"]
+    assert rows[2][1] == "skipped"
