@@ -70,7 +70,12 @@ def condition_strata(conditions: np.ndarray, stratum_events: int = STRATUM_EVENT
     stratum holds events close in every condition.
     """
     points = np.asarray(conditions, dtype=np.float64).reshape(len(conditions), -1)
-    ranks = np.argsort(np.argsort(points, axis=0, kind="stable"), axis=0, kind="stable").astype(np.float64)
+    # Mid-ranks: tied values (discrete angles, a fixed-angle sample) share one rank, so a tie
+    # never separates events by their position in the arrays, i.e. by half.
+    ranks = np.empty_like(points)
+    for k in range(points.shape[1]):
+        ordered = np.sort(points[:, k])
+        ranks[:, k] = (np.searchsorted(ordered, points[:, k], "left") + np.searchsorted(ordered, points[:, k], "right")) / 2.0
     labels = np.empty(len(points), dtype=np.int64)
     stack = [np.arange(len(points))]
     leaf = 0
