@@ -63,11 +63,11 @@ def condition_matrix(features: ShowerFeatures) -> np.ndarray:
 
 
 def condition_strata(conditions: np.ndarray, stratum_events: int = STRATUM_EVENTS) -> np.ndarray:
-    """Stratum label of each event (n,): leaves of a k-d tree over the conditions (n, k), <= stratum_events each.
+    """Stratum of each event (n,): leaves of a k-d tree over the conditions (n, k), <= stratum_events each.
 
-    Each column is replaced by its ranks (scale-free: log-energy and radians weigh alike), then
-    the set is halved recursively at the median of the column with the widest rank range, so a
-    stratum holds events close in every condition.
+    Each column is replaced by its mid-ranks (scale-free: log-energy and radians weigh alike),
+    then the set is halved recursively along the column with the widest rank range (at a whole
+    number of strata), so a stratum holds events close in every condition.
     """
     points = np.asarray(conditions, dtype=np.float64).reshape(len(conditions), -1)
     # Mid-ranks: tied values (discrete angles, a fixed-angle sample) share one rank, so a tie
@@ -75,7 +75,10 @@ def condition_strata(conditions: np.ndarray, stratum_events: int = STRATUM_EVENT
     ranks = np.empty_like(points)
     for k in range(points.shape[1]):
         ordered = np.sort(points[:, k])
-        ranks[:, k] = (np.searchsorted(ordered, points[:, k], "left") + np.searchsorted(ordered, points[:, k], "right")) / 2.0
+        ranks[:, k] = (np.searchsorted(ordered, points[:, k], "left") + np.searchsorted(ordered, points[:, k], "right")) / 2
+    # A median that falls inside a run of ties must not cut it by array position (half A's
+    # events first): ties are ordered by the other conditions, then by a fixed random key.
+    tie_break = np.random.default_rng(0x7469).random(len(points))
     labels = np.empty(len(points), dtype=np.int64)
     stack = [np.arange(len(points))]
     leaf = 0
@@ -87,9 +90,11 @@ def condition_strata(conditions: np.ndarray, stratum_events: int = STRATUM_EVENT
             continue
         r = ranks[idx]
         axis = int(np.argmax(r.max(axis=0) - r.min(axis=0)))
-        by_axis = idx[np.argsort(r[:, axis], kind="stable")]
-        half = len(idx) // 2
-        stack.extend((by_axis[half:], by_axis[:half]))
+        others = [r[:, k] for k in range(r.shape[1]) if k != axis]
+        by_axis = idx[np.lexsort((tie_break[idx], *others, r[:, axis]))]
+        # Cut at a whole number of strata, so that every stratum but one has stratum_events events.
+        cut = stratum_events * (-(-len(idx) // stratum_events) // 2)
+        stack.extend((by_axis[cut:], by_axis[:cut]))
     return labels
 
 
