@@ -14,13 +14,13 @@ into strata of STRATUM_EVENTS events with nearly the same conditions (``conditio
 k-d tree on the ranks of the conditions), and a replica re-deals the events of each stratum
 between the halves at random, keeping how many of them each half has. Each half thus keeps its
 condition set up to the spread inside a stratum, while its showers are re-drawn. Measured at
-2,000 events per side (docs/eval.md), the replicas' mean and spread match those of fresh
-Monte Carlo pairs made for the fixed conditions of A and B, metric by metric, within their
-statistical errors; their mean and standard deviation make the verdict's thresholds
-(eval/verdict.py).
+2,000 events per side (docs/eval.md), the replicas' means and spreads come close to those of
+fresh Monte Carlo pairs made for the fixed conditions of A and B (the spread of the skewed
+cell_spectrum_sep_power excepted, which comes out too small); their mean and standard
+deviation make the verdict's thresholds (eval/verdict.py).
 
 Strata are small because the condition imbalance lives at fine scales too (larger strata
-re-draw part of it: the KPD null mean falls from 0.68 with 4 events a stratum to 0.41 with 64).
+re-draw part of it: the KPD null mean falls from about 0.7 with 4 events a stratum to 0.41 with 64).
 The price: a stratum's events are only re-dealt among themselves, so a replica varies a
 linear statistic by (1 - 1 / STRATUM_EVENTS) of the true variance.
 
