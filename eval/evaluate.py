@@ -4,7 +4,8 @@ Method. The Monte Carlo test split is shuffled (seeded) and cut in two halves A 
 generator receives half B's energies and angles, so the generated sample and MC half B have the
 same conditions and the same size. Every metric is computed twice against the same reference
 (half A): generated vs A, and B vs A. The second is the noise floor: what a perfect generator would
-score with this many events. Re-drawing the two halves from their union gives the floor's spread
+score with this many events. Re-dealing events of nearly equal conditions between the two halves
+gives the floor's spread with both condition sets kept, as every evaluation keeps them
 (eval/null_model.py), and the verdict allows each metric its floor plus k standard deviations
 (eval/verdict.py, rules in eval/thresholds/default.yaml).
 

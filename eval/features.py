@@ -148,9 +148,10 @@ class ShowerFeatures:
         """The high-level table with the conditions first: log10 of the incident energy and the angle.
 
         This is what the classifier, FPD and KPD read, as CaloChallenge's high-level inputs start
-        with log10(E_inc): the conditions are distributed alike in both samples, so they carry no
-        difference of their own, but they let the metrics see how each shower fits its conditions
-        (a generator that ignores the angle or gets the energy dependence wrong).
+        with log10(E_inc). They let the metrics see how each shower fits its conditions (a
+        generator that ignores the angle or gets the energy dependence wrong). Two finite samples
+        differ in their conditions too; the evaluator's null keeps that difference fixed, as it
+        is in every evaluation (eval/null_model.py).
         """
         return {
             "log10_energy": np.log10(self.energy),

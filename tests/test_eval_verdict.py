@@ -160,3 +160,28 @@ def test_thresholds_tighten_as_the_sample_grows(tmp_path):
     # to ~25 %, so allow up to 0.8.
     for key in sds[200]:
         assert sds[800][key] < 0.8 * sds[200][key], (key, sds)
+
+
+def test_replicas_keep_each_halfs_conditions():
+    """The generator gets B's conditions, so A/B's condition imbalance is in every comparison: replicas must keep it."""
+    rng = np.random.default_rng(5)
+    n = 80
+    # A leans to low energies and small angles, B to high ones; they overlap widely.
+    energy = np.concatenate([rng.uniform(20.0, 110.0, n), rng.uniform(50.0, 150.0, n)]).astype(np.float32)
+    angles = [62.0, 90.0, 118.0]
+    theta = np.radians(np.concatenate(
+        [rng.choice(angles, n, p=[0.5, 0.3, 0.2]), rng.choice(angles, n, p=[0.2, 0.3, 0.5])])).astype(np.float32)
+    ecal = simulate_showers(energy, theta, np.random.default_rng(6), ShowerParams(max_spots=200), grid=GRID)[0]
+    a = compute_features(ecal[:n], energy[:n], theta[:n])
+    b = compute_features(ecal[n:], energy[n:], theta[n:])
+    seen = []
+    resplit_replicas(a, b, lambda x, y: seen.append((x.energy, x.theta, y.energy)) or {}, replicas=6, seed=0)
+    gap_e = np.mean(np.log10(b.energy)) - np.mean(np.log10(a.energy))
+    gap_t = np.mean(b.theta) - np.mean(a.theta)
+    for x_energy, x_theta, y_energy in seen:
+        assert x_energy.size == y_energy.size == n
+        # events did change halves (showers re-drawn) ...
+        assert len(set(x_energy.tolist()) - set(a.energy.tolist())) >= n // 10
+        # ... but each half kept its conditions: the A-B gaps stay within 10 % (a random re-split removes them)
+        assert abs(np.mean(np.log10(x_energy)) - np.mean(np.log10(a.energy))) < 0.1 * gap_e
+        assert abs(np.mean(x_theta) - np.mean(a.theta)) < 0.1 * gap_t
