@@ -667,8 +667,8 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
 def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> manifest_lib.Manifest:
     """Assemble the manifest, cross-checking the workers' counts against the shards' records.
 
-    Each split's records_digest sums its shards' record digests: shard files differ between runs
-    (Beam assigns records to shards in no fixed order) but this sum does not.
+    Each split's records_digest sums its shards' record digests: it does not depend on how the
+    records were divided into shards.
     """
     counts = {split: int(stats.get(f"count:{split}", 0)) for split in manifest_lib.SPLITS}
     digests = {}

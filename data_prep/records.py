@@ -178,12 +178,12 @@ def encode_event(
 
 
 # ----------------------------------------------------------------------------------------------
-# Packed events: the compact form records take between Beam stages
+# Packed events: a compact form for pipelines that move events between Beam stages
 #
-# A dense record is 260 kB, mostly zeros. Between the encode step and the writers, Beam moves
-# every record through a shuffle (WriteToTFRecord groups records into a fixed number of shards);
-# moving the non-zero cells only and serializing the final Example in the sink's coder cuts that
-# traffic by the sparsity (~75x on the Monte Carlo) for either output encoding.
+# A dense record is 260 kB, mostly zeros. A pipeline that shuffles events (e.g. into
+# WriteToTFRecord, which groups records into a fixed number of shards) moves far fewer bytes
+# when events travel as their non-zero cells and the sink's coder serializes the final Example
+# (~75x fewer on the Monte Carlo). The conversion itself writes events where it reads them.
 
 PACKED_FIELDS = ("energy", "theta", "mtheta", "ecal_sum", "event_index", "source_index", "index", "values")
 
@@ -222,8 +222,8 @@ def record_digest(record: bytes) -> int:
 def combine_digests(*digests: int) -> int:
     """Order-independent combination (sum modulo 2**256) of record digests.
 
-    Beam assigns records to shards in no fixed order, so shard files differ between two runs on
-    the same inputs; the sum of record hashes does not, and it changes if any record changes.
+    Which records share a shard depends on the shard count; the sum of record hashes does not
+    (nor on their order), and it changes if any record changes.
     """
     return sum(digests) % (1 << 256)
 

@@ -1,4 +1,4 @@
-"""Beam PTransforms of the HDF5 -> TFRecord conversion: read ranges, validate, preprocess, encode, split."""
+"""Beam PTransforms of the HDF5 -> TFRecord conversion: read ranges, validate, preprocess, split, encode, write."""
 
 from __future__ import annotations
 
