@@ -203,7 +203,8 @@ def main(argv=None) -> None:
         single_dir = os.path.join(work, "single")
         os.makedirs(single_dir)
         cpu0, t0 = _cpu_self_s(), time.perf_counter()
-        counts = single_process_convert(files, single_dir, ConvertConfig(inputs=files, output=""))
+        # dense, as the timed Beam runs (ConvertConfig defaults to sparse): the same records
+        counts = single_process_convert(files, single_dir, ConvertConfig(inputs=files, output="", encoding="dense"))
         single_s, single_cpu = time.perf_counter() - t0, _cpu_self_s() - cpu0
         print(f"single process: {n_events} events ({sum(counts.values())} records) in {single_s:.1f} s "
               f"({n_events / single_s:.0f} events/s), CPU {single_cpu:.1f} s ({1e3 * single_cpu / n_events:.2f} "

@@ -40,9 +40,11 @@ LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "direct", "BundleBasedDirectRunn
 SPLIT_BY = ("event", "file")
 ON_BAD_EVENT = ("fail", "skip")
 PROGRESS_EVERY_S = 10.0  # seconds between the job-wide progress lines of a local run
-# Relative seconds per event of a local run's three passes (read + preprocess, write, hash the
-# shards), measured on 2 cores: only for the progress line's share done and ETA.
-_PASS_WEIGHTS = (1.0, 0.5, 0.4)
+# Relative CPU per event of the two halves of the work, ms per event on a quiet machine
+# (docs/data_prep_convert.md, per-step tables): read 0.16 + validate 0.03 + preprocess 0.18;
+# serialize 0.26 + frame and write 0.12 + two sha256 0.28. Only for the progress line's share
+# done and ETA.
+_WORK_WEIGHTS = (0.37, 0.67)
 
 
 @dataclass
@@ -320,59 +322,71 @@ def default_pipeline_args(pipeline_args: Sequence[str] | None) -> list[str]:
 # The pipeline
 
 
+def plan_tasks(config: ConvertConfig, sources: list[_Source], n_tasks: int) -> list[list[tuple[int, str, int, int]]]:
+    """The read ranges (source index, uri, start, stop) of each of `n_tasks` shard tasks.
+
+    Each task takes a contiguous run of the events (files in order), about total / n_tasks of
+    them, cut at HDF5 chunk boundaries (so no chunk is decompressed twice), in ranges of the
+    configured size (h5layout.plan_ranges). A task with no events (fewer chunks than tasks)
+    writes empty shards, as a sink with a fixed shard count does.
+    """
+    total = sum(s.info.n_events for s in sources)
+    cuts = [round(k * total / n_tasks) for k in range(n_tasks + 1)]
+    tasks: list[list[tuple[int, str, int, int]]] = [[] for _ in range(n_tasks)]
+    offset = 0
+    for source in sources:
+        n, chunk = source.info.n_events, max(1, source.info.chunk_events)
+
+        def local(cut: int) -> int:  # a task boundary inside this file, moved to the nearest chunk boundary
+            return min(n, max(0, round((cut - offset) / chunk) * chunk))
+
+        for k in range(n_tasks):
+            start, stop = local(cuts[k]), local(cuts[k + 1])
+            for a, b in h5layout.plan_ranges(source.info, _events_per_range(config, source.info), start, stop):
+                tasks[k].append((source.index, source.uri, a, b))
+        offset += n
+    return tasks
+
+
 def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], staging: str, shards: dict[str, int],
                    progress_dir: str | None = None):
     """Add the conversion steps to a Beam pipeline (the caller runs it).
 
+    One task per pair of shards (train-i-of-n, test-i-of-n; n = the larger planned shard count)
+    does all the work of its events inside one worker (transforms.ConvertShardTasks); the job
+    moves only the tasks and small dicts (shard descriptions, statistics) between steps.
     `progress_dir` (local runs only) is the folder the workers report their counts to
     (transforms.ProgressLog), for the driver's job-wide progress line.
     """
     import apache_beam as beam
-    from apache_beam.io.filesystem import CompressionTypes
 
     from data_prep import transforms as tr
 
-    event_ranges = [
-        tr.EventRange(s.index, s.uri, start, stop) for s in sources for start, stop in s.ranges
+    n_shards = max(shards.values())
+    tasks = [
+        tr.ShardTask(index, n_shards, tuple(tr.EventRange(*r) for r in ranges))
+        for index, ranges in enumerate(plan_tasks(config, sources, n_shards))
     ]
-    compression_type = CompressionTypes.GZIP if config.compression == records.COMPRESSION_GZIP else CompressionTypes.UNCOMPRESSED
-    suffix = records.shard_suffix(config.compression)
-
-    ranges = (
+    settings = {
+        "on_bad_event": config.on_bad_event, "energy_range": config.energy_range,
+        "preprocess": config.preprocess_config().to_dict(), "test_fraction": config.test_fraction,
+        "seed": config.seed, "split_by": config.split_by, "encoding": config.encoding,
+        "compression": config.compression, "staging": staging,
+    }
+    converted = (
         pipeline
-        | "CreateRanges" >> beam.Create(event_ranges)
-        | "SpreadRanges" >> beam.Reshuffle()
+        | "CreateTasks" >> beam.Create(tasks)  # Create's own Reshuffle spreads them over the workers
+        | "ConvertShards" >> tr.ConvertShardTasks(settings, progress_dir)
     )
-    blocks = ranges | "ReadEvents" >> tr.ReadEventBlocks()
-    validated = blocks | "ValidateEvents" >> tr.ValidateEvents(config.on_bad_event, config.energy_range)
-    preprocessed = validated.good | "PreprocessEvents" >> tr.PreprocessEvents(config.preprocess_config(), progress_dir)
-    encoded = preprocessed.processed | "EncodeAndSplit" >> tr.EncodeAndSplit(
-        config.test_fraction, config.seed, config.split_by
-    )
-    coder = tr.ExampleCoder(sources[0].info.image_shape, config.encoding, progress_dir)
-    written = []
-    for split, tag in (("train", tr.TAG_TRAIN), ("test", tr.TAG_TEST)):
-        written.append(
-            encoded[tag]
-            | f"Write{split.capitalize()}" >> beam.io.WriteToTFRecord(
-                uri_lib.join(staging, split),
-                coder=coder,
-                file_name_suffix=suffix,
-                num_shards=shards[split],
-                compression_type=compression_type,
-            )
-        )
     (
-        (validated[tr.TAG_STATS], preprocessed[tr.TAG_STATS], encoded[tr.TAG_STATS])
-        | "FlattenStats" >> beam.Flatten()
+        converted[tr.TAG_STATS]
         | "SumStats" >> beam.CombineGlobally(tr.SumStats())
         | "StatsToJson" >> beam.Map(tr.stats_to_json)
         | "WriteStats" >> beam.Map(tr.write_json, uri_lib.join(staging, STATS_NAME))
     )
     (
-        tuple(written)
-        | "FlattenShards" >> beam.Flatten()
-        | "DescribeShards" >> tr.DescribeShards(config.compression, progress_dir)
+        converted.shards
+        | "CollectShards" >> beam.combiners.ToList()
         | "WriteShardList" >> beam.Map(tr.write_json, uri_lib.join(staging, SHARDS_NAME))
     )
 
@@ -417,9 +431,9 @@ def _is_local_runner(pipeline_args: Sequence[str]) -> bool:
 def _progress_line(counts: dict[str, int], n_events: int, elapsed: float) -> str:
     """"BeamJob: events preprocessed, records written and hashed, share of the job done, rate, ETA".
 
-    A local runner makes three passes one after the other: read and preprocess every event,
-    write every record, read every shard back to hash it. The share done weighs each pass by
-    its cost per event, roughly as measured on 2 cores (_PASS_WEIGHTS); records expected =
+    Each worker reads and preprocesses a range of events, then encodes and writes them, hashing
+    the shards as it writes (so "hashed" is the records written). The share done weighs the two
+    halves by their cost per event, roughly as measured (_WORK_WEIGHTS); records expected =
     events x the fraction kept so far.
     """
     from data_prep import transforms as tr
@@ -427,15 +441,13 @@ def _progress_line(counts: dict[str, int], n_events: int, elapsed: float) -> str
     pre = counts.get(tr.PROGRESS_PREPROCESSED, 0)
     kept = counts.get(tr.PROGRESS_KEPT, 0)
     written = counts.get(tr.PROGRESS_WRITTEN, 0)
-    hashed = counts.get(tr.PROGRESS_HASHED, 0)
     expected = round(n_events * kept / pre) if pre else n_events
-    w_pre, w_write, w_hash = _PASS_WEIGHTS
-    fraction = min(1.0, (w_pre * pre + w_write * written + w_hash * hashed)
-                   / max(w_pre * n_events + (w_write + w_hash) * expected, 1e-9))
+    w_pre, w_write = _WORK_WEIGHTS
+    fraction = min(1.0, (w_pre * pre + w_write * written) / max(w_pre * n_events + w_write * expected, 1e-9))
     rate = fraction * n_events / max(elapsed, 1e-9)
     eta = f"{elapsed * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "unknown"
     return (f"BeamJob: {pre}/{n_events} events preprocessed, {written}/{expected} records written, "
-            f"{hashed} hashed; {100 * fraction:.0f} % done, {rate:.0f} events/s, ETA {eta}")
+            f"{written} hashed; {100 * fraction:.0f} % done, {rate:.0f} events/s, ETA {eta}")
 
 
 @contextlib.contextmanager
@@ -656,8 +668,8 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
 def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> manifest_lib.Manifest:
     """Assemble the manifest, cross-checking the workers' counts against the shards' records.
 
-    Each split's records_digest sums its shards' record digests: shard files differ between runs
-    (Beam assigns records to shards in no fixed order) but this sum does not.
+    Each split's records_digest sums its shards' record digests: it does not depend on how the
+    records were divided into shards.
     """
     counts = {split: int(stats.get(f"count:{split}", 0)) for split in manifest_lib.SPLITS}
     digests = {}

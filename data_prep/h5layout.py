@@ -497,21 +497,26 @@ def read_energy_and_ecal_sum(
     return np.concatenate(energies), np.concatenate(sums)
 
 
-def plan_ranges(info: FileInfo, events_per_range: int | None = None) -> list[tuple[int, int]]:
-    """Split a file's events into [start, stop) ranges whose bounds fall on chunk boundaries.
+def plan_ranges(
+    info: FileInfo, events_per_range: int | None = None, start: int = 0, stop: int | None = None
+) -> list[tuple[int, int]]:
+    """Split a file's events [start, stop) into ranges whose bounds fall on chunk boundaries.
 
     Args:
         info: The file's FileInfo.
         events_per_range: Wanted range length; rounded up to a multiple of info.chunk_events.
             Defaults to one chunk.
+        start: First event (a chunk boundary, or the ranges will not be chunk-aligned).
+        stop: End of the events to cover (exclusive); defaults to the file's end.
 
     Returns:
-        Consecutive ranges covering [0, n_events).
+        Consecutive ranges covering [start, stop) (none when it is empty).
     """
     chunk = max(1, info.chunk_events)
     want = chunk if events_per_range is None else max(1, int(events_per_range))
     step = -(-want // chunk) * chunk
-    return [(s, min(s + step, info.n_events)) for s in range(0, info.n_events, step)]
+    stop = info.n_events if stop is None else min(int(stop), info.n_events)
+    return [(s, min(s + step, stop)) for s in range(int(start), stop, step)]
 
 
 # --------------------------------------------------------------------------------------------

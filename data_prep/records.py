@@ -178,12 +178,12 @@ def encode_event(
 
 
 # ----------------------------------------------------------------------------------------------
-# Packed events: the compact form records take between Beam stages
+# Packed events: a compact form for pipelines that move events between Beam stages
 #
-# A dense record is 260 kB, mostly zeros. Between the encode step and the writers, Beam moves
-# every record through a shuffle (WriteToTFRecord groups records into a fixed number of shards);
-# moving the non-zero cells only and serializing the final Example in the sink's coder cuts that
-# traffic by the sparsity (~75x on the Monte Carlo) for either output encoding.
+# A dense record is 260 kB, mostly zeros. A pipeline that shuffles events (e.g. into
+# WriteToTFRecord, which groups records into a fixed number of shards) moves far fewer bytes
+# when events travel as their non-zero cells and the sink's coder serializes the final Example
+# (~75x fewer on the Monte Carlo). The conversion itself writes events where it reads them.
 
 PACKED_FIELDS = ("energy", "theta", "mtheta", "ecal_sum", "event_index", "source_index", "index", "values")
 
@@ -222,10 +222,83 @@ def record_digest(record: bytes) -> int:
 def combine_digests(*digests: int) -> int:
     """Order-independent combination (sum modulo 2**256) of record digests.
 
-    Beam assigns records to shards in no fixed order, so shard files differ between two runs on
-    the same inputs; the sum of record hashes does not, and it changes if any record changes.
+    Which records share a shard depends on the shard count; the sum of record hashes does not
+    (nor on their order), and it changes if any record changes.
     """
     return sum(digests) % (1 << 256)
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked crc32c a TFRecord frame stores after its length and after its data."""
+    import google_crc32c  # C implementation; installed with google-cloud-storage (apache-beam[gcp])
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class _HashingWriter:
+    """Binary file wrapper that hashes (sha256) and counts every byte written through it."""
+
+    def __init__(self, fh: BinaryIO):
+        self._fh = fh
+        self.digest = hashlib.sha256()
+        self.n_bytes = 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.n_bytes += len(data)
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+class ShardWriter:
+    """Writes one TFRecord shard to a binary file object and describes it while writing.
+
+    The description (record count, bytes, sha256 of the file, records digest) is what the
+    manifest lists for each shard; computing it here, on the bytes as they go out, saves reading
+    every shard back. Files are byte-for-byte reproducible: records in the order written, GZIP
+    header without file name or time. The framing (length, masked crc32c of the length, data,
+    masked crc32c of the data) is TensorFlow's, so tf.data reads and checks these files.
+    """
+
+    def __init__(self, fh: BinaryIO, compression: str = COMPRESSION_NONE):
+        check_encoding(ENCODING_DENSE, compression)
+        self._hashing = _HashingWriter(fh)
+        self._gzip = None
+        if compression == COMPRESSION_GZIP:
+            # level 6, as Beam's TFRecord sink and zlib's default
+            self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._hashing, compresslevel=6, mtime=0)
+        self._out = self._gzip or self._hashing
+        self.records = 0
+        self.records_digest = 0
+
+    def write(self, record: bytes) -> None:
+        length = struct.pack("<Q", len(record))
+        self._out.write(length + struct.pack("<I", masked_crc32c(length)))
+        self._out.write(record)
+        self._out.write(struct.pack("<I", masked_crc32c(record)))
+        self.records_digest = combine_digests(self.records_digest, record_digest(record))
+        self.records += 1
+
+    def close(self) -> None:
+        """Finish the GZIP stream (the file object itself stays open: its owner closes it)."""
+        if self._gzip is not None:
+            self._gzip.close()
+        self._hashing.flush()
+
+    def describe(self, name: str) -> dict:
+        """The manifest's entry for this shard (call after close): split, name, records, bytes,
+        sha256 and records_digest (as data_prep.transforms.describe_shard computes by reading)."""
+        return {
+            "split": name.split("-", 1)[0],
+            "name": name,
+            "records": self.records,
+            "bytes": self._hashing.n_bytes,
+            "sha256": self._hashing.digest.hexdigest(),
+            "records_digest": f"{self.records_digest:064x}",
+        }
 
 
 def iter_tfrecord_frames(fh: BinaryIO) -> Iterator[bytes]:

@@ -1,7 +1,8 @@
-"""Beam PTransforms of the HDF5 -> TFRecord conversion: read ranges, validate, preprocess, encode, split."""
+"""Beam PTransforms of the HDF5 -> TFRecord conversion: read ranges, validate, preprocess, split, encode, write."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from data_prep import h5layout, records
 from data_prep.convert import ON_BAD_EVENT, SPLIT_BY  # the config owns its choices
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
-from data_prep.preprocess import PreprocessConfig, preprocess_block
+from data_prep.preprocess import PreprocessConfig, ProcessedBlock, preprocess_block
 
 _LOG = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ class _Progress:
 # Labels of the counts ProgressLog files carry (read back by read_progress).
 PROGRESS_PREPROCESSED = "preprocessed"  # events into PreprocessEvents
 PROGRESS_KEPT = "kept"  # events out of it (after the low-sum drop)
-PROGRESS_WRITTEN = "written"  # records serialized by the shard writers
-PROGRESS_HASHED = "hashed"  # records read back and hashed by DescribeShards
+PROGRESS_WRITTEN = "written"  # records written (and hashed as they are written) to the shards
+PROGRESS_HASHED = "hashed"  # records read back and hashed by describe_shard
 
 
 class ProgressLog:
@@ -181,6 +182,14 @@ def stats_to_json(stats: dict[str, Any]) -> dict[str, Any]:
 # Reading
 
 
+def read_range(element: EventRange) -> h5layout.EventBlock:
+    """The events of one range, read with h5py (gs:// through the uri layer)."""
+    if uri_lib.is_gcs(element.uri):
+        with uri_lib.open_read(element.uri) as fh:
+            return h5layout.read_events(fh, element.start, element.stop, name=element.uri)
+    return h5layout.read_events(element.uri, element.start, element.stop)
+
+
 class _ReadRangeFn(beam.DoFn):
     def setup(self):
         uri_lib.configure_beam_gcs()
@@ -188,11 +197,7 @@ class _ReadRangeFn(beam.DoFn):
 
     def process(self, element: EventRange) -> Iterable[tuple[int, h5layout.EventBlock]]:
         t0 = time.monotonic()
-        if uri_lib.is_gcs(element.uri):
-            with uri_lib.open_read(element.uri) as fh:
-                block = h5layout.read_events(fh, element.start, element.stop, name=element.uri)
-        else:
-            block = h5layout.read_events(element.uri, element.start, element.stop)
+        block = read_range(element)
         self._progress.add(len(block), time.monotonic() - t0)
         yield element.source_index, block
 
@@ -208,10 +213,46 @@ class ReadEventBlocks(beam.PTransform):
 # Validation
 
 
+def check_on_bad_event(on_bad_event: str) -> None:
+    if on_bad_event not in ON_BAD_EVENT:
+        raise ValueError(f"on_bad_event must be one of {ON_BAD_EVENT}, got {on_bad_event!r}")
+
+
+def validate_block(block: h5layout.EventBlock, on_bad_event: str, energy_range: tuple[float, float] | None
+                   ) -> tuple[h5layout.EventBlock, dict[str, Any]]:
+    """(the block's good events, statistics: events_read and bad:<reason> counts).
+
+    Under on_bad_event="fail" the first bad event raises InputValidationError naming the file,
+    dataset and event; under "skip" bad events are dropped, counted by reason and logged.
+    """
+    stats: dict[str, Any] = {"events_read": len(block)}
+    if on_bad_event == "fail":
+        h5layout.check_events(block, block.uri, energy_range)
+        return block, stats
+    bad = h5layout.find_bad_events(block, block.uri, energy_range)
+    if not bad:
+        return block, stats
+    bad_index = np.array([b.event_index for b in bad], dtype=np.int64)
+    keep = ~np.isin(block.event_index, bad_index)
+    for b in bad:
+        stats[f"bad:{b.reason}"] = stats.get(f"bad:{b.reason}", 0) + 1
+    _LOG.warning("skipping %d bad events of file %s, events %d..%d (first: event %d, %s)", len(bad),
+                 block.uri, int(block.event_index[0]), int(block.event_index[-1]),
+                 bad[0].event_index, bad[0].reason)
+    good = h5layout.EventBlock(
+        ecal=block.ecal[keep],
+        energy=block.energy[keep],
+        theta=block.theta[keep],
+        mtheta=block.mtheta[keep],
+        event_index=block.event_index[keep],
+        uri=block.uri,
+    )
+    return good, stats
+
+
 class _ValidateFn(beam.DoFn):
     def __init__(self, on_bad_event: str, energy_range: tuple[float, float] | None):
-        if on_bad_event not in ON_BAD_EVENT:
-            raise ValueError(f"on_bad_event must be one of {ON_BAD_EVENT}, got {on_bad_event!r}")
+        check_on_bad_event(on_bad_event)
         self._on_bad_event = on_bad_event
         self._energy_range = None if energy_range is None else tuple(float(e) for e in energy_range)
 
@@ -221,27 +262,7 @@ class _ValidateFn(beam.DoFn):
     def process(self, element):
         source_index, block = element
         t0 = time.monotonic()
-        stats = {"events_read": len(block)}
-        if self._on_bad_event == "fail":
-            h5layout.check_events(block, block.uri, self._energy_range)
-        else:
-            bad = h5layout.find_bad_events(block, block.uri, self._energy_range)
-            if bad:
-                bad_index = np.array([b.event_index for b in bad], dtype=np.int64)
-                keep = ~np.isin(block.event_index, bad_index)
-                for b in bad:
-                    stats[f"bad:{b.reason}"] = stats.get(f"bad:{b.reason}", 0) + 1
-                _LOG.warning("skipping %d bad events of file %s, events %d..%d (first: event %d, %s)", len(bad),
-                             block.uri, int(block.event_index[0]), int(block.event_index[-1]),
-                             bad[0].event_index, bad[0].reason)
-                block = h5layout.EventBlock(
-                    ecal=block.ecal[keep],
-                    energy=block.energy[keep],
-                    theta=block.theta[keep],
-                    mtheta=block.mtheta[keep],
-                    event_index=block.event_index[keep],
-                    uri=block.uri,
-                )
+        block, stats = validate_block(block, self._on_bad_event, self._energy_range)
         self._progress.add(stats["events_read"], time.monotonic() - t0)
         yield beam.pvalue.TaggedOutput(TAG_STATS, stats)
         if len(block):
@@ -333,10 +354,28 @@ def split_of(file_name: str, event_index: int, test_fraction: float, seed: int, 
     return TAG_TEST if u < test_fraction else TAG_TRAIN
 
 
+def check_split_by(split_by: str) -> None:
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+
+
+def assign_splits(block: ProcessedBlock, uri: str, test_fraction: float, seed: int, split_by: str
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """(split of each event of a preprocessed block, statistics: count and histograms per split)."""
+    name = uri_lib.basename(uri)
+    splits = np.array([split_of(name, i, test_fraction, seed, split_by) for i in block.event_index])
+    stats: dict[str, Any] = {}
+    for split in manifest_lib.SPLITS:
+        mask = splits == split
+        stats[f"count:{split}"] = int(mask.sum())
+        for key, edges in manifest_lib.HISTOGRAM_EDGES.items():
+            stats[f"hist:{split}:{key}"] = manifest_lib.histogram_counts(getattr(block, key)[mask], edges)
+    return splits, stats
+
+
 class _EncodeFn(beam.DoFn):
     def __init__(self, test_fraction: float, seed: int, split_by: str):
-        if split_by not in SPLIT_BY:
-            raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+        check_split_by(split_by)
         self._test_fraction = float(test_fraction)
         self._seed = int(seed)
         self._split_by = split_by
@@ -347,16 +386,7 @@ class _EncodeFn(beam.DoFn):
     def process(self, element):
         source_index, uri, block = element
         t0 = time.monotonic()
-        name = uri_lib.basename(uri)
-        stats: dict[str, Any] = {}
-        splits = np.array(
-            [split_of(name, i, self._test_fraction, self._seed, self._split_by) for i in block.event_index]
-        )
-        for split in manifest_lib.SPLITS:
-            mask = splits == split
-            stats[f"count:{split}"] = int(mask.sum())
-            for key, edges in manifest_lib.HISTOGRAM_EDGES.items():
-                stats[f"hist:{split}:{key}"] = manifest_lib.histogram_counts(getattr(block, key)[mask], edges)
+        splits, stats = assign_splits(block, uri, self._test_fraction, self._seed, self._split_by)
         for i in range(len(block)):
             packed = records.pack_event(
                 block.ecal[i], block.energy[i], block.theta[i], block.mtheta[i], block.ecal_sum[i],
@@ -370,8 +400,10 @@ class _EncodeFn(beam.DoFn):
 class EncodeAndSplit(beam.PTransform):
     """(source_index, uri, ProcessedBlock) -> packed events tagged "train"/"test" + statistics.
 
-    Events leave as records.pack_event tuples (non-zero cells only); ExampleCoder turns them into
-    the final tf.train.Example bytes inside WriteToTFRecord, after the shuffle.
+    A building block for pipelines that shuffle events (e.g. into WriteToTFRecord): events leave
+    as records.pack_event tuples (non-zero cells only) and ExampleCoder turns them into the final
+    tf.train.Example bytes in the sink. The conversion itself does not shuffle events: it writes
+    them where it reads them (ConvertShardTasks).
     """
 
     def __init__(self, test_fraction: float, seed: int, split_by: str = "event"):
@@ -383,7 +415,7 @@ class EncodeAndSplit(beam.PTransform):
 
 
 class ExampleCoder(beam.coders.Coder):
-    """WriteToTFRecord's coder: packed event -> serialized tf.train.Example (dense or sparse).
+    """A TFRecord sink's coder: packed event -> serialized tf.train.Example (dense or sparse).
 
     The writers call it once per record, so with `progress_dir` (local runs) it is where the
     records written are counted (ProgressLog).
@@ -417,7 +449,7 @@ class ExampleCoder(beam.coders.Coder):
 
 
 # ----------------------------------------------------------------------------------------------
-# Shard description (after WriteToTFRecord)
+# Shard description by reading a shard back (checks; ShardWriter describes while writing)
 
 
 class _HashingReader:
@@ -465,24 +497,131 @@ def describe_shard(path: str, compression: str, progress: ProgressLog | None = N
     }
 
 
-class DescribeShards(beam.PTransform):
-    """Finished shard paths -> one list of shard descriptions (hashing runs on the workers).
+# ----------------------------------------------------------------------------------------------
+# The conversion: one task per pair of shards, read -> validate -> preprocess -> encode -> write
 
-    With `progress_dir` (local runs) the records hashed are reported there (ProgressLog).
+
+class ShardTask(NamedTuple):
+    """Shard pair `index` of `n_shards`: the events of `ranges` (read in this order) go to
+    train-<index>-of-<n_shards> and test-<index>-of-<n_shards>."""
+
+    index: int
+    n_shards: int
+    ranges: tuple[EventRange, ...]
+
+
+def shard_name(split: str, index: int, n_shards: int, compression: str) -> str:
+    """`train-00003-of-00041.tfrecord[.gz]`: the names Beam's file sinks give shards."""
+    return f"{split}-{index:05d}-of-{n_shards:05d}{records.shard_suffix(compression)}"
+
+
+class _ConvertTaskFn(beam.DoFn):
+    """Converts one ShardTask from start to end inside one worker, one read range at a time.
+
+    No event leaves the worker: the records go straight into the task's two shard files, each
+    described (records, bytes, sha256, records digest) while it is written, so the job moves
+    only small dicts between steps (nothing waits in a runner's shuffle, nothing is pickled to
+    estimate its size) and holds one range of events at a time, whatever the number of events.
+    The file names are fixed by the task, so a retried task replaces its own files whole
+    (uri.atomic_writer); only the attempt the runner commits is listed.
     """
 
-    def __init__(self, compression: str, progress_dir: str | None = None):
-        super().__init__()
-        self._compression = compression
-        self._progress = ProgressLog(progress_dir, PROGRESS_HASHED) if progress_dir else None
+    def __init__(self, settings: dict[str, Any], progress_dir: str | None = None):
+        check_on_bad_event(settings["on_bad_event"])
+        check_split_by(settings["split_by"])
+        records.check_encoding(settings["encoding"], settings["compression"])
+        energy_range = settings["energy_range"]
+        self._on_bad_event = settings["on_bad_event"]
+        self._energy_range = None if energy_range is None else tuple(float(e) for e in energy_range)
+        self._preprocess = PreprocessConfig.from_dict(settings["preprocess"])
+        self._test_fraction = float(settings["test_fraction"])
+        self._seed = int(settings["seed"])
+        self._split_by = settings["split_by"]
+        self._encoding = settings["encoding"]
+        self._compression = settings["compression"]
+        self._staging = settings["staging"]
+        self._progress_dir = progress_dir
 
-    def expand(self, paths):
-        return (
-            paths
-            | "SpreadShards" >> beam.Reshuffle()
-            | "HashShard" >> beam.Map(describe_shard, self._compression, self._progress)
-            | "CollectShards" >> beam.combiners.ToList()
-        )
+    def setup(self):
+        uri_lib.configure_beam_gcs()
+        self._steps = {name: _Progress(name) for name in
+                       ("ReadEvents", "ValidateEvents", "PreprocessEvents", "EncodeEvents")}
+        self._local = None
+        if self._progress_dir:
+            self._local = {label: ProgressLog(self._progress_dir, label)
+                           for label in (PROGRESS_PREPROCESSED, PROGRESS_KEPT, PROGRESS_WRITTEN)}
+
+    def process(self, task: ShardTask):
+        names = {split: shard_name(split, task.index, task.n_shards, self._compression)
+                 for split in manifest_lib.SPLITS}
+        stats = empty_stats()
+        with contextlib.ExitStack() as files:
+            writers = {
+                split: records.ShardWriter(
+                    files.enter_context(uri_lib.atomic_writer(uri_lib.join(self._staging, name), fsync=False)),
+                    self._compression)
+                for split, name in names.items()
+            }
+            for element in task.ranges:
+                self._convert_range(element, writers, stats)
+            for writer in writers.values():
+                writer.close()
+        yield beam.pvalue.TaggedOutput(TAG_STATS, stats)
+        for split, name in names.items():
+            yield writers[split].describe(name)
+
+    def _convert_range(self, element: EventRange, writers: dict[str, records.ShardWriter],
+                       stats: dict[str, Any]) -> None:
+        t0 = time.monotonic()
+        block = read_range(element)
+        t1 = time.monotonic()
+        self._steps["ReadEvents"].add(len(block), t1 - t0)
+        block, block_stats = validate_block(block, self._on_bad_event, self._energy_range)
+        _add_stats(stats, block_stats)
+        t2 = time.monotonic()
+        self._steps["ValidateEvents"].add(block_stats["events_read"], t2 - t1)
+        if not len(block):
+            return
+        processed, n_low = preprocess_block(block, self._preprocess)
+        _add_stats(stats, {"dropped_low_sum": n_low})
+        t3 = time.monotonic()
+        self._steps["PreprocessEvents"].add(len(block), t3 - t2)
+        if self._local:
+            self._local[PROGRESS_PREPROCESSED].add(len(block))
+            self._local[PROGRESS_KEPT].add(len(processed))
+        if not len(processed):
+            return
+        splits, split_stats = assign_splits(processed, block.uri, self._test_fraction, self._seed, self._split_by)
+        _add_stats(stats, split_stats)
+        for i in range(len(processed)):
+            writers[str(splits[i])].write(records.encode_event(
+                processed.ecal[i], processed.energy[i], processed.theta[i], processed.mtheta[i],
+                processed.ecal_sum[i], processed.event_index[i], element.source_index, self._encoding))
+        self._steps["EncodeEvents"].add(len(processed), time.monotonic() - t3)
+        if self._local:
+            self._local[PROGRESS_WRITTEN].add(len(processed))
+
+
+class ConvertShardTasks(beam.PTransform):
+    """ShardTask -> shard descriptions (main output) and statistics (tag "stats").
+
+    Each task's events are read, validated (on_bad_event "fail" raises InputValidationError
+    naming file, dataset and event; "skip" drops and counts by reason), preprocessed, split
+    (split_of), encoded and written to the task's train and test shards in `staging`. With
+    `progress_dir` (local runs) the counts go there too (ProgressLog).
+
+    Args:
+        settings: on_bad_event, energy_range, preprocess (PreprocessConfig.to_dict()),
+            test_fraction, seed, split_by, encoding, compression, staging (folder or gs:// prefix).
+        progress_dir: Folder of the local job-wide progress counts, or None.
+    """
+
+    def __init__(self, settings: dict[str, Any], progress_dir: str | None = None):
+        super().__init__()
+        self._fn = _ConvertTaskFn(settings, progress_dir)
+
+    def expand(self, tasks):
+        return tasks | "ConvertTask" >> beam.ParDo(self._fn).with_outputs(TAG_STATS, main="shards")
 
 
 def write_json(value: Any, target: str) -> str:

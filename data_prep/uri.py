@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob as _glob
 import hashlib
@@ -152,11 +153,40 @@ def read_text(uri: str) -> str:
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole file so that readers see either nothing or all of it.
 
-    Local files go to a temporary name in the same folder, then os.replace; a GCS upload of one
-    object is already atomic.
+    Local files go to a temporary name in the same folder, then os.replace (atomic_writer); a
+    GCS upload of one object is already atomic.
     """
     if is_gcs(uri):
         _blob(uri).upload_from_string(data)
+        return
+    with atomic_writer(uri) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(uri: str, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write `uri` through: it appears whole when the block ends, or not at all.
+
+    Writing the same name again replaces the file, so a retried worker that rewrites its own
+    file leaves one complete copy. Locally the bytes go to a temporary file in the same folder,
+    renamed over `uri` at the end; for gs:// to a local temporary file uploaded as one object at
+    the end (a GCS object appears only once its upload is complete), so memory stays bounded
+    whatever the size. On an error (or a killed process) nothing is created under `uri`; a
+    local temporary file left by a killed process sits beside it as `.<name>.<random>.tmp`.
+
+    Args:
+        uri: Local path or gs:// URI to create or replace.
+        fsync: Local files only: flush to disk before the rename. Large outputs whose content
+            is checked otherwise (shards: the manifest lists their sha256) can skip it.
+    """
+    if is_gcs(uri):
+        fd, tmp = tempfile.mkstemp(prefix="caloforge-upload-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+            _blob(uri).upload_from_filename(tmp)
+        finally:
+            os.remove(tmp)
         return
     folder = os.path.dirname(os.path.abspath(uri))
     os.makedirs(folder, exist_ok=True)
@@ -164,9 +194,10 @@ def write_bytes(uri: str, data: bytes) -> None:
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files get normal modes
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, uri)
     except BaseException:
         if os.path.exists(tmp):

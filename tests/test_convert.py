@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from data_prep import convert as convert_module
 from data_prep import h5layout, records, transforms, uri
 from data_prep.convert import ConvertConfig, convert, default_pipeline_args, plan_shards, run
 from data_prep.dataset import load_split_numpy, read_manifest
@@ -410,3 +411,98 @@ def test_local_multiprocess_run_logs_job_wide_progress(tmp_path, mc_files, caplo
     assert (int(last[0]), int(last[1])) == (240, 240)  # both workers' events, summed by the driver
     assert int(last[2]) == int(last[3]) == int(last[4]) == records_written
     assert last[5] == "100" and int(last[6]) > 0 and last[7] == "0 s"
+
+
+# ----------------------------------------------------------------------------------------------
+# Shard tasks: each worker writes its own shards (no shuffle of events)
+
+
+def _sources(files):
+    from data_prep.convert import _Source
+
+    return [_Source(i, f, h5layout.inspect_file(f)) for i, f in enumerate(files)]
+
+
+def test_tasks_tile_the_events_in_order_on_chunk_boundaries(mc_files):
+    sources = _sources(mc_files)  # 2 files of 120 events, chunks of 32
+    config = ConvertConfig(inputs=mc_files, output="o", events_per_range=40)  # rounded up to 64
+    for n_tasks in (1, 2, 3, 5, 12):
+        tasks = convert_module.plan_tasks(config, sources, n_tasks)
+        assert len(tasks) == n_tasks
+        covered = [(s, e) for task in tasks for s, _, a, b in task for e in range(a, b)]
+        assert covered == [(s, e) for s in (0, 1) for e in range(120)], n_tasks  # every event once, in order
+        for task in tasks:
+            for source, uri_, start, stop in task:
+                assert uri_ == mc_files[source] and start % 32 == 0 and (stop % 32 == 0 or stop == 120)
+                assert 0 < stop - start <= 64
+            # balanced: each task within one chunk of its share (a chunk at each end may move)
+            assert abs(sum(b - a for _, _, a, b in task) - 240 / n_tasks) <= 2 * 32, n_tasks
+
+
+def _event_indices(path: str, compression: str = "none") -> list[tuple[int, int]]:
+    from tensorflow.core.example import example_pb2
+
+    out = []
+    with open(path, "rb") as fh:
+        for record in records.iter_tfrecord_file(fh, compression):
+            feature = example_pb2.Example.FromString(record).features.feature
+            out.append((feature["source_index"].int64_list.value[0], feature["event_index"].int64_list.value[0]))
+    return out
+
+
+def test_each_shard_holds_its_tasks_events_in_file_order_and_split_digests_match_a_direct_encoding(
+        tmp_path, mc_files):
+    """Shard i of each split holds the events of task i, in file order, so the files are the same
+    in every run; the records digest per split is that of encoding every event directly (what
+    the single-process baseline writes), whatever the shards."""
+    config = ConvertConfig(inputs=mc_files, output=str(tmp_path / "ds"), encoding="sparse", min_shards=3,
+                           test_fraction=0.3)
+    manifest = convert(config, IN_PROCESS)
+    sources = _sources(mc_files)
+    tasks = convert_module.plan_tasks(config, sources, 3)
+    expected = {"train": [], "test": []}
+    digests = {"train": 0, "test": 0}
+    for task in tasks:
+        shard = {"train": [], "test": []}
+        for source, path, start, stop in task:
+            processed, _ = preprocess_block(h5layout.read_events(path, start, stop), PreprocessConfig())
+            for i in range(len(processed)):
+                split = transforms.split_of(os.path.basename(path), processed.event_index[i], 0.3, 0)
+                shard[split].append((source, int(processed.event_index[i])))
+                digests[split] = records.combine_digests(digests[split], records.record_digest(records.encode_event(
+                    processed.ecal[i], processed.energy[i], processed.theta[i], processed.mtheta[i],
+                    processed.ecal_sum[i], processed.event_index[i], source, "sparse")))
+        for split in expected:
+            expected[split].append(shard[split])
+    assert sorted(s["name"] for s in manifest["shards"]) == sorted(
+        f"{split}-{i:05d}-of-00003.tfrecord" for split in ("train", "test") for i in range(3))
+    for split in ("train", "test"):
+        found = [_event_indices(str(tmp_path / "ds" / f"{split}-{i:05d}-of-00003.tfrecord")) for i in range(3)]
+        assert found == expected[split], split
+        assert manifest["records_digest"][split] == f"{digests[split]:064x}"
+
+
+def test_a_retried_task_replaces_its_own_files_and_a_failed_one_leaves_none(tmp_path, mc_files, bad_file):
+    settings = {"on_bad_event": "fail", "energy_range": None, "preprocess": PreprocessConfig().to_dict(),
+                "test_fraction": 0.2, "seed": 0, "split_by": "event", "encoding": "dense", "compression": "gzip",
+                "staging": str(tmp_path / "staging")}
+    fn = transforms._ConvertTaskFn(settings)  # pylint: disable=protected-access
+    fn.setup()
+    task = transforms.ShardTask(1, 2, (transforms.EventRange(0, mc_files[0], 0, 64),
+                                       transforms.EventRange(0, mc_files[0], 64, 120)))
+    first = list(fn.process(task))
+    files = sorted(os.listdir(tmp_path / "staging"))
+    assert files == ["test-00001-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
+    again = list(fn.process(task))  # a runner retrying the bundle
+    assert sorted(os.listdir(tmp_path / "staging")) == files
+    shards = [e for e in again if isinstance(e, dict) and "name" in e]
+    assert shards == [e for e in first if isinstance(e, dict) and "name" in e] and len(shards) == 2
+    for shard in shards:
+        assert shard == transforms.describe_shard(str(tmp_path / "staging" / shard["name"]), "gzip")
+    assert sum(s["records"] for s in shards) > 0
+    settings["staging"] = str(tmp_path / "failed")
+    failing = transforms._ConvertTaskFn(settings)  # pylint: disable=protected-access
+    failing.setup()
+    with pytest.raises(InputValidationError, match="event 5"):
+        list(failing.process(transforms.ShardTask(0, 1, (transforms.EventRange(0, bad_file, 0, 32),))))
+    assert os.listdir(tmp_path / "failed") == []  # no partial shard, not even a temporary file

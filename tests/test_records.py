@@ -128,6 +128,34 @@ def test_tfrecord_framing_reader_matches_tensorflow(tmp_path, compression):
             assert fh.read(2) == b"\x1f\x8b"
 
 
+@pytest.mark.parametrize("compression", records.COMPRESSIONS)
+def test_shard_writer_output_reads_in_tensorflow_and_its_description_matches_a_read_back(tmp_path, compression):
+    """The conversion describes each shard while writing it (no read-back pass): TensorFlow must
+    read the file with its CRC checks, and the description must be what reading it back gives;
+    the same records give the same bytes (no time or temporary name in a GZIP header)."""
+    from data_prep.transforms import describe_shard
+
+    payloads = [b"", b"a", b"hello world" * 100, bytes(range(256)) * 300]
+    names = []
+    for attempt in range(2):
+        name = f"train-0000{attempt}-of-00002{records.shard_suffix(compression)}"
+        with open(tmp_path / f".tmp-{attempt}", "wb") as fh:  # the writer never sees the final name
+            writer = records.ShardWriter(fh, compression)
+            for p in payloads:
+                writer.write(p)
+            writer.close()
+        (tmp_path / f".tmp-{attempt}").rename(tmp_path / name)
+        names.append(name)
+        path = str(tmp_path / name)
+        assert writer.describe(name) == describe_shard(path, compression)
+        assert writer.describe(name)["records"] == len(payloads) and writer.describe(name)["split"] == "train"
+        dataset = tf.data.TFRecordDataset(path, records.tf_compression_type(compression))
+        assert [r.numpy() for r in dataset] == payloads
+    assert (tmp_path / names[0]).read_bytes() == (tmp_path / names[1]).read_bytes()
+    with pytest.raises(ValueError, match="'zstd'"):
+        records.ShardWriter(io.BytesIO(), "zstd")
+
+
 def test_truncated_tfrecord_is_an_error():
     stream = io.BytesIO()
     stream.write((100).to_bytes(8, "little") + b"\0" * 4 + b"short")
