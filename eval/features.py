@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.angle import measured_angle
+from data_prep.angle import angle_from_projections, is_empty_shower_angle
 
 LOG = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class ShowerFeatures:
         m2: Second (central) moments along x, y, z, (n, 3); NaN for empty events.
         max_position: Cell index (x, y, z) of the maximum deposit, (n, 3) int.
         n_hits: Number of cells above the hit threshold, (n,) int.
-        measured_angle: Angle measured from the shower (data_prep.angle), radians, (n,).
+        measured_angle: Angle measured from the shower (data_prep.angle, the published
+            definition), radians, (n,); NaN for empty events.
         cell_hist: Per-event counts of cell energies in ``CELL_SPECTRUM_EDGES`` bins, (n, 70).
         empty: True where the event has no positive energy, (n,).
         hit_threshold_raw: The hit threshold used, raw units.
@@ -204,10 +205,9 @@ def compute_features(
         flat = block.reshape(stop - start, -1)
         max_position[start:stop] = np.stack(np.unravel_index(flat.argmax(axis=1), (nx, ny, nz)), axis=1)
         n_hits[start:stop] = np.count_nonzero(flat > thr, axis=1)
-        # The measured angle depends only on the y-z projection (data_prep.angle projects first),
-        # so the projection with a single x cell gives the same angle for a fraction of the work
-        # (identical for non-negative cells, which both the Monte Carlo and the ReLU generator give).
-        angle[start:stop] = measured_angle(eyz[:, None, :, :])
+        # The measured angle needs only the y-z and x-z projections (data_prep.angle).
+        exz = block.sum(axis=2, dtype=np.float64)
+        angle[start:stop] = angle_from_projections(exz, eyz)
         # Per-event histogram of positive cell energies: one bincount over (event, bin) pairs.
         ev, cell = np.nonzero(flat > 0)
         bins = np.searchsorted(CELL_SPECTRUM_EDGES, flat[ev, cell], side="right") - 1
@@ -220,6 +220,7 @@ def compute_features(
             LOG.info("features: %d/%d events, %.0f events/s, ETA %.0f s", stop, n, rate, (n - stop) / rate)
     ecal_sum = shapes[2].sum(axis=1)
     empty = ~(ecal_sum > 0)
+    angle[is_empty_shower_angle(angle)] = np.nan  # the published sentinel (100) is no angle
     safe = np.where(empty, 1.0, ecal_sum)
     m1 = np.stack([(s @ i) / safe for s, i in zip(shapes, idx)], axis=1)
     m2 = np.stack([(s @ (i * i)) / safe - m1[:, k] ** 2 for k, (s, i) in enumerate(zip(shapes, idx))], axis=1)
