@@ -25,6 +25,8 @@ def test_config_round_trips_through_json():
     ("batch_size_per_replica", 0, "batch_size_per_replica=0"),
     ("label_flip_prob", 1.5, "label_flip_prob=1.5"),
     ("loss_weights", (1.0, 2.0), "loss_weights"),
+    ("d_mode_in_g_update", "eval", "d_mode_in_g_update='eval' is not one of train, inference"),
+    ("angle_definition", "axis", "angle_definition='axis' is not one of published, slope"),
 ])
 def test_bad_config_values_are_named(field, value, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
@@ -41,6 +43,8 @@ def test_defaults_follow_3dgan():
     assert cfg.loss_weights == (3.0, 0.1, 25.0, 0.1)
     assert cfg.learning_rate == 1e-3 and cfg.batch_size_per_replica == 64
     assert cfg.label_flip_prob == 0.05 and cfg.generator_updates == 2 and cfg.angle_key == "mtheta"
+    # G trains through D in training mode; the angle head is the published measured angle.
+    assert cfg.d_mode_in_g_update == "train" and cfg.angle_definition == "published"
 
 
 def test_learning_rate_scaling_rules():

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
+from data_prep.angle import ANGLE_DEFINITIONS
 from data_prep.strict_fields import reject_unknown_keys
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -14,6 +15,7 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 LOOPS = ("custom", "builtin")
 LAYERS = ("fused", "keras")  # trainer.models.IMPLEMENTATIONS
 ANGLE_KEYS = ("mtheta", "theta")
+D_MODES = ("train", "inference")
 
 
 @dataclass
@@ -42,8 +44,18 @@ class TrainConfig:
         angle_key: Batch key used as the angle label (measured 'mtheta' by default).
         energy_scale: Energy label divisor (3DGAN uses E/100).
         loss_weights: Weights of (real/fake BCE, energy MAPE, angle MAE, ECAL-sum MAPE).
-        label_flip_prob: Probability of flipping a real label to fake in the D step.
+        label_flip_prob: Probability of flipping a D label in the D step, drawn afresh per event
+            and step: real 1 -> 0 on the real batch and fake 0 -> 1 on the fake batch (as the
+            published BitFlip on both batches).
         generator_updates: Generator updates per step (3DGAN trains G twice).
+        d_mode_in_g_update: Mode of the discriminator while G trains through it (its weights
+            are not updated either way): 'train' (batch statistics and dropout, as published;
+            the default) or 'inference' (moving statistics, no dropout). See docs/trainer.md
+            for a measured comparison.
+        angle_definition: Formula of the discriminator's angle head: 'published' (3DGAN's
+            measured angle, the one real files' mtheta follow; the default) or 'slope' (an
+            energy-weighted slope; closer to the generated theta on Monte Carlo, but it
+            disagrees with a published mtheta label: pair it with --angle-key theta).
         seed: Seed of weights, noise, label flips, dropout and input shuffling.
         deterministic: Enable TF op determinism (bit-exact resume on the same machine, batch
             size and replica count; slower).
@@ -55,6 +67,10 @@ class TrainConfig:
             (a call runs steps_per_call steps).
         empty_patience: Stop after this many consecutive checks with empty generated showers.
         empty_threshold: A generated batch whose mean raw ECAL sum is below this is 'empty'.
+        overwrite: Start afresh in an output_dir that holds a run of another preset or dataset
+            (its config.json, checkpoints, generator, timings, TensorBoard scalars and summary
+            are removed first); without it such a folder is refused. A rerun with the same
+            preset and dataset resumes either way unless this is set.
     """
 
     data: str = ""
@@ -78,6 +94,8 @@ class TrainConfig:
     loss_weights: tuple[float, float, float, float] = (3.0, 0.1, 25.0, 0.1)
     label_flip_prob: float = 0.05
     generator_updates: int = 2
+    d_mode_in_g_update: str = "train"
+    angle_definition: str = "published"
     seed: int = 0
     deterministic: bool = False
     shuffle: bool = True
@@ -87,6 +105,7 @@ class TrainConfig:
     empty_check_every: int = 1
     empty_patience: int = 50
     empty_threshold: float = 1e-6
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         self.loss_weights = tuple(float(w) for w in self.loss_weights)  # type: ignore[assignment]
@@ -101,6 +120,8 @@ class TrainConfig:
             "loop": LOOPS,
             "layers": LAYERS,
             "angle_key": ANGLE_KEYS,
+            "d_mode_in_g_update": D_MODES,
+            "angle_definition": ANGLE_DEFINITIONS,
         }
         for name, valid in choices.items():
             value = getattr(self, name)

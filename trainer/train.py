@@ -249,7 +249,8 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
         generator = build_generator(preset, config.precision, sync_batch_norm=sync_bn,
                                     implementation=config.layers)
         discriminator = Discriminator(preset, config.precision, sync_batch_norm=sync_bn,
-                                      implementation=config.layers)
+                                      implementation=config.layers,
+                                      angle_definition=config.angle_definition)
         d_opt = _make_optimizer(lr, config.precision)
         g_opt = _make_optimizer(lr, config.precision)
         # Keras 3 + tf.distribute: optimizer slots must exist before the first strategy.run.
@@ -266,7 +267,8 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
                             angle_key=config.angle_key, energy_scale=config.energy_scale,
                             loss_weights=tuple(config.loss_weights),
                             label_flip_prob=config.label_flip_prob,
-                            generator_updates=config.generator_updates, power=preset.power)
+                            generator_updates=config.generator_updates, power=preset.power,
+                            d_mode_in_g_update=config.d_mode_in_g_update)
     derived = {
         "replicas": replicas, "global_batch_size": global_batch, "effective_learning_rate": lr,
         "steps_per_epoch": steps_per_epoch, "total_steps": total, "start_step": start,
