@@ -27,7 +27,11 @@ class TrainConfig:
         output_dir: Folder or gs:// prefix receiving checkpoints, generator, timings, summary.
         preset: Model preset name (see trainer.presets.PRESETS).
         strategy: Distribution strategy: auto|default|one_device|mirrored|multi_worker|tpu.
-        tpu: TPU name or 'local' for the tpu strategy ('' means 'local').
+        tpu: TPU for the tpu strategy: 'local' (a TPU VM's own chips; '' means 'local'),
+            grpc://HOST:PORT (a TPU worker), or a Cloud TPU name (resolved through the Google
+            Cloud metadata server, so refused at once off Google Cloud).
+        tpu_connect_timeout: Seconds a grpc:// TPU address may take to answer as a gRPC server
+            before the run fails (TensorFlow itself would wait forever).
         loop: 'custom' (strategy.run in a tf.function) or 'builtin' (keras fit).
         batch_size_per_replica: Events per replica per step; global batch = this x replicas.
         learning_rate: RMSprop base learning rate before lr_scaling.
@@ -67,10 +71,10 @@ class TrainConfig:
             (a call runs steps_per_call steps).
         empty_patience: Stop after this many consecutive checks with empty generated showers.
         empty_threshold: A generated batch whose mean raw ECAL sum is below this is 'empty'.
-        overwrite: Start afresh in an output_dir that holds a run of another preset or dataset
-            (its config.json, checkpoints, generator, timings, TensorBoard scalars and summary
-            are removed first); without it such a folder is refused. A rerun with the same
-            preset and dataset resumes either way unless this is set.
+        overwrite: Replace a run of another preset or dataset found in output_dir (its
+            config.json, checkpoints, generator, timings, TensorBoard scalars and summary are
+            removed first; nothing else); without it such a folder is refused. A folder holding
+            the same preset and dataset is resumed either way.
     """
 
     data: str = ""
@@ -78,6 +82,7 @@ class TrainConfig:
     preset: str = "small"
     strategy: str = "auto"
     tpu: str = ""
+    tpu_connect_timeout: float = 60.0
     loop: str = "custom"
     batch_size_per_replica: int = 64
     learning_rate: float = 1e-3
@@ -135,6 +140,9 @@ class TrainConfig:
         for name in ("epochs", "steps_per_epoch", "max_steps", "checkpoint_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if not self.tpu_connect_timeout > 0:
+            raise ValueError(f"TrainConfig.tpu_connect_timeout={self.tpu_connect_timeout!r} "
+                             "must be > 0 seconds")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} must be > 0")
         if not 0.0 <= self.label_flip_prob < 1.0:
