@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.angle import angle_from_projections, is_empty_shower_angle
+from data_prep.angle import is_empty_shower_angle, measured_angle
 
 LOG = logging.getLogger(__name__)
 
@@ -205,9 +205,7 @@ def compute_features(
         flat = block.reshape(stop - start, -1)
         max_position[start:stop] = np.stack(np.unravel_index(flat.argmax(axis=1), (nx, ny, nz)), axis=1)
         n_hits[start:stop] = np.count_nonzero(flat > thr, axis=1)
-        # The measured angle needs only the y-z and x-z projections (data_prep.angle).
-        exz = block.sum(axis=2, dtype=np.float64)
-        angle[start:stop] = angle_from_projections(exz, eyz)
+        angle[start:stop] = measured_angle(block)
         # Per-event histogram of positive cell energies: one bincount over (event, bin) pairs.
         ev, cell = np.nonzero(flat > 0)
         bins = np.searchsorted(CELL_SPECTRUM_EDGES, flat[ev, cell], side="right") - 1

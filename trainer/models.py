@@ -102,13 +102,12 @@ def measured_angle_tf(raw: tf.Tensor, definition: str = "published") -> tf.Tenso
     e = tf.nn.relu(tf.cast(raw, tf.float32))
     if e.shape.rank == 5:
         e = e[..., 0]
-    exz = tf.reduce_sum(e, axis=2) if definition == "published" else None
-    return angle_from_projections_tf(exz, tf.reduce_sum(e, axis=1), definition)
+    return angle_of_cells(e, tf.reduce_sum(e, axis=1), definition)
 
 
-def angle_from_projections_tf(exz: tf.Tensor | None, eyz: tf.Tensor,
-                              definition: str = "published") -> tf.Tensor:
-    """measured_angle_tf from the projections (B, X, Z) (summed over y) and (B, Y, Z) (over x).
+def angle_of_cells(cells: tf.Tensor, eyz: tf.Tensor, definition: str = "published") -> tf.Tensor:
+    """The measured angle of (B, X, Y, Z) cells E >= 0 whose x-projection eyz (B, Y, Z) the
+    caller already has (the fused discriminator shares it with the ECAL-sum head).
 
     Raises:
         ValueError: for an unknown definition.
@@ -118,30 +117,32 @@ def angle_from_projections_tf(exz: tf.Tensor | None, eyz: tf.Tensor,
                          f"{', '.join(ANGLE_DEFINITIONS)}")
     if definition == "slope":
         return angle_from_yz_projection(eyz)
-    return published_angle_from_projections(exz, eyz)
+    nx, ny = cells.shape[1], cells.shape[2]
+    xc = tf.range(nx, dtype=tf.float32) + 0.5
+    yc = tf.range(ny, dtype=tf.float32) + 0.5
+    xw = tf.einsum("bxyz,x->bz", cells, xc)
+    yw = tf.einsum("byz,y->bz", eyz, yc)
+    return published_angle_from_layer_sums(tf.reduce_sum(eyz, axis=1), xw, yw)
 
 
-def published_angle_from_projections(exz: tf.Tensor, eyz: tf.Tensor) -> tf.Tensor:
-    """3DGAN's measured angle (data_prep.angle, "published") from (B, X, Z) and (B, Y, Z).
+def published_angle_from_layer_sums(ez: tf.Tensor, xw: tf.Tensor, yw: tf.Tensor) -> tf.Tensor:
+    """3DGAN's measured angle from per-layer sums (B, Z): E, E (x + 0.5), E (y + 0.5); the
+    formula of data_prep.angle.angle_from_layer_sums.
 
     Every division has a guarded denominator (not only a guarded result): an empty layer or
     shower then has a zero gradient instead of the NaN that 0 * (0 / 0) gives through tf.where.
     """
-    nx, ny, nz = exz.shape[1], eyz.shape[1], eyz.shape[2]
-    xc = tf.range(nx, dtype=tf.float32) + 0.5
-    yc = tf.range(ny, dtype=tf.float32) + 0.5
-    zc = tf.range(nz, dtype=tf.float32) + 0.5
-    ez = tf.reduce_sum(eyz, axis=1)  # (B, Z) layer energies
+    zc = tf.range(ez.shape[1], dtype=tf.float32) + 0.5
     w = tf.reduce_sum(ez, axis=1)
     has = w > 0
     safe_w = tf.where(has, w, tf.ones_like(w))
-    x_ref = tf.reduce_sum(tf.reduce_sum(exz, axis=2) * xc, axis=1) / safe_w
-    y_ref = tf.reduce_sum(tf.reduce_sum(eyz, axis=2) * yc, axis=1) / safe_w
+    x_ref = tf.reduce_sum(xw, axis=1) / safe_w
+    y_ref = tf.reduce_sum(yw, axis=1) / safe_w
     z_ref = tf.reduce_sum(ez * zc, axis=1) / safe_w
     layer = ez > 0
     safe_ez = tf.where(layer, ez, tf.ones_like(ez))
-    x_mid = tf.reduce_sum(exz * xc[:, None], axis=1) / safe_ez
-    y_mid = tf.reduce_sum(eyz * yc[:, None], axis=1) / safe_ez
+    x_mid = xw / safe_ez
+    y_mid = yw / safe_ez
     dz = zc[None, :] - z_ref[:, None]
     zproj = tf.sqrt(tf.maximum(tf.square(x_mid - x_ref[:, None]) + tf.square(dz), ZPROJ_FLOOR))
     m = (y_mid - y_ref[:, None]) / zproj
@@ -284,8 +285,7 @@ class Discriminator(keras.Model):
             # One power pass and the projections shared by both parameter-free heads.
             raw = fast.invert_power(images, self.power)[..., 0]
             eyz = tf.reduce_sum(raw, axis=1)
-            exz = tf.reduce_sum(raw, axis=2) if self.angle_definition == "published" else None
-            heads["angle"] = angle_from_projections_tf(exz, eyz, self.angle_definition)
+            heads["angle"] = angle_of_cells(raw, eyz, self.angle_definition)
             heads["ecal_sum"] = tf.reduce_sum(eyz, axis=[1, 2])
         else:
             raw = invert_power_tf(images, self.power)
