@@ -9,7 +9,7 @@ STAMP := $(VENV)/.caloforge-installed
 RUN_DIR ?= runs/latest
 PYTEST_ARGS ?=
 
-.PHONY: run test install compile bench clean
+.PHONY: run test install compile bench clean images
 
 install: $(STAMP)
 
@@ -30,6 +30,30 @@ compile: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# Container images (infra/docker): `make images PROJECT=my-project REGION=europe-west4` builds the
+# CPU, GPU and TPU images with Cloud Build (infra/cloudbuild.yaml; no local docker needed) and pushes
+# them to Artifact Registry as $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/caloforge-{cpu,gpu,tpu}:$(VERSION).
+# BUILDER=docker builds them with the local docker and pushes them from here instead.
+VERSION ?= $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' pipelines/version.py)
+REPOSITORY ?= caloforge
+BUILDER ?= cloudbuild
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+IMAGE_KINDS := cpu gpu tpu
+
+images:
+	@test -n "$(PROJECT)" -a -n "$(REGION)" || { echo "make images: give PROJECT=<project id> REGION=<Artifact Registry region>, e.g. make images PROJECT=my-project REGION=europe-west4" >&2; exit 2; }
+ifeq ($(BUILDER),docker)
+	for kind in $(IMAGE_KINDS); do \
+	  docker build -f infra/docker/Dockerfile.$$kind --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	    --build-arg CALOFORGE_VERSION=$(VERSION) \
+	    -t $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/caloforge-$$kind:$(VERSION) . && \
+	  docker push $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/caloforge-$$kind:$(VERSION) || exit 1; \
+	done
+else
+	gcloud builds submit --project $(PROJECT) --config infra/cloudbuild.yaml \
+	  --substitutions _REGION=$(REGION),_REPOSITORY=$(REPOSITORY),_VERSION=$(VERSION),_PYTHON_IMAGE=$(PYTHON_IMAGE) .
+endif
 
 clean:
 	rm -rf $(VENV) runs local_outputs *.egg-info

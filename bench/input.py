@@ -88,7 +88,8 @@ def main(argv=None) -> None:
         print(f"h5py generator via from_generator: {generator_rate:.0f} events/s (batch {args.batch})")
         for encoding in ("sparse", "dense"):
             out = os.path.join(work, encoding)
-            convert(ConvertConfig(inputs=files, output=out, encoding=encoding, test_fraction=0.0), local)
+            convert(ConvertConfig(inputs=files, output=out, encoding=encoding, test_fraction=0.0,
+                                  allow_empty_split=True), local)
             rate = events_per_s(make_dataset(out, "train", args.batch, seed=args.seed), args.batches, args.batch)
             figures[encoding] = rate
             print(f"tf.data {encoding} TFRecords: {rate:.0f} events/s (batch {args.batch})")

@@ -3,6 +3,10 @@
 Each body imports the library inside the function (KFP ships only the function's source to the
 container), builds the stage's config dataclass, calls the stage, and records a few results in the
 output artifacts' metadata. No physics or training logic lives here.
+
+The parameters besides the artifacts are pipeline parameters: their names, types and the config
+fields they set come from pipelines.config.PARAMETERS (`stage_values` maps them onto the config;
+a test checks each signature against the table). KFP needs the signatures written out here.
 """
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -19,8 +23,11 @@ def prepare_raw_data(
 ):
     """Writes Monte Carlo HDF5 files, or validates and lists the user's real files at input_uri."""
     from components.artifacts import local_dir, uri_of, write_json
+    from data_prep.console import configure_console
     from data_prep.sources import describe_sources, list_hdf5
+    from pipelines.config import stage_values
 
+    configure_console()
     out_dir = local_dir(raw_data)
     if input_uri:
         files = list_hdf5(input_uri)
@@ -28,13 +35,7 @@ def prepare_raw_data(
     else:
         from data_prep.montecarlo import MonteCarloConfig, generate_files
 
-        config = MonteCarloConfig(
-            n_events=mc_events,
-            events_per_file=mc_events_per_file,
-            energy_min=mc_energy_min,
-            energy_max=mc_energy_max,
-            seed=mc_seed,
-        )
+        config = MonteCarloConfig(**stage_values("generate", locals()))
         files = generate_files(config, out_dir)
         raw_data.metadata["source"] = "monte_carlo"
         raw_data.metadata["mc_config"] = config.to_dict()
@@ -61,19 +62,15 @@ def convert_to_tfrecords(
     import shlex
 
     from components.artifacts import local_dir, location
+    from data_prep.console import configure_console
     from data_prep.convert import ConvertConfig, convert
+    from pipelines.config import stage_values
 
+    configure_console()
     with open(os.path.join(local_dir(raw_data), "files.json"), encoding="utf-8") as f:
         files = [entry["uri"] for entry in json.load(f)["files"]]
-    config = ConvertConfig(
-        inputs=files,
-        output=location(tfrecords),
-        test_fraction=test_fraction,
-        encoding=encoding,
-        compression=compression,
-        on_bad_event=on_bad_event,
-        overwrite=True,
-    )
+    config = ConvertConfig(inputs=files, output=location(tfrecords), overwrite=True,
+                           **stage_values("convert", locals()))
     manifest = convert(config, pipeline_args=shlex.split(beam_args))
     tfrecords.metadata["counts"] = manifest["counts"]
     tfrecords.metadata["manifest"] = os.path.join(location(tfrecords), "manifest.json")
@@ -88,7 +85,7 @@ def train_gan(
     batch_size_per_replica: int,
     learning_rate: float,
     lr_scaling: str,
-    strategy: str,
+    distribution_strategy: str,
     precision: str,
     jit_compile: bool,
     train_seed: int,
@@ -98,24 +95,16 @@ def train_gan(
     import os
 
     from components.artifacts import location
+    from data_prep.console import configure_console, import_quietly
+    from pipelines.config import stage_values
     from trainer.config import TrainConfig
+
+    configure_console()
+    import_quietly("tensorflow")
     from trainer.train import train
 
-    config = TrainConfig(
-        data=os.path.join(location(tfrecords), "manifest.json"),
-        output_dir=location(model),
-        preset=preset,
-        loop=training_loop,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size_per_replica=batch_size_per_replica,
-        learning_rate=learning_rate,
-        lr_scaling=lr_scaling,
-        strategy=strategy,
-        precision=precision,
-        jit_compile=jit_compile,
-        seed=train_seed,
-    )
+    config = TrainConfig(data=os.path.join(location(tfrecords), "manifest.json"), output_dir=location(model),
+                         **stage_values("train", locals()))
     result = train(config)
     model.metadata["steps"] = result.steps
     model.metadata["replicas"] = result.replicas
@@ -141,16 +130,17 @@ def evaluate_gan(
 
     from components.artifacts import location, log_scalars
     from data_prep import uri
+    from data_prep.console import configure_console, import_quietly
+    from pipelines.config import stage_values
+
+    configure_console()
+    import_quietly("tensorflow")
     from eval.evaluate import EvalConfig, evaluate
 
     out_dir = location(evaluation)
-    config = EvalConfig(
-        data=os.path.join(location(tfrecords), "manifest.json"),
-        generator_dir=os.path.join(location(model), "generator"),
-        output_dir=out_dir,
-        max_events=eval_events,
-        seed=eval_seed,
-    )
+    config = EvalConfig(data=os.path.join(location(tfrecords), "manifest.json"),
+                        generator_dir=os.path.join(location(model), "generator"), output_dir=out_dir,
+                        **stage_values("evaluate", locals()))
     result = evaluate(config)
     with open(report.path, "wb") as f:
         f.write(uri.read_bytes(uri.join(out_dir, "report.html")))
@@ -172,13 +162,14 @@ def collect_benchmark(
     import os
 
     from components.artifacts import location, log_scalars
+    from data_prep.console import configure_console, import_quietly
     from eval.benchmark import BenchmarkConfig, collect
+    from pipelines.config import stage_values
 
-    config = BenchmarkConfig(
-        train_dir=location(model),
-        output_dir=location(benchmark),
-        manifest=os.path.join(location(tfrecords), "manifest.json"),
-        warmup_steps=warmup_steps,
-    )
+    configure_console()
+    import_quietly("tensorflow")  # the fingerprint lists TensorFlow's devices
+    config = BenchmarkConfig(train_dir=location(model), output_dir=location(benchmark),
+                             manifest=os.path.join(location(tfrecords), "manifest.json"),
+                             **stage_values("benchmark", locals()))
     result = collect(config)
     log_scalars(metrics, result)

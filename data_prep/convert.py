@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import gzip
@@ -12,25 +13,36 @@ import logging
 import math
 import os
 import re
+import shutil
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from data_prep import h5layout, records, sanity
+from data_prep import beam_flags, destination, h5layout, records, sanity, worker_guard
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
+from data_prep.destination import STAGING_PREFIX  # noqa: F401  (public name, kept here)
+from data_prep.config_cli import build_config_parser, check_choices, check_config, choices_field
 from data_prep.errors import InputValidationError
-from data_prep.preprocess import PreprocessConfig, preprocess_block
+from data_prep.preprocess import ANGLE_KEYS, PreprocessConfig, preprocess_block
 from data_prep.strict_fields import reject_unknown_keys
 
 _LOG = logging.getLogger(__name__)
 
-STAGING_PREFIX = "_staging-"
 STATS_NAME = "_stats.json"
 SHARDS_NAME = "_shards.json"
 _SAMPLE_EVENTS = 64  # events encoded up front to estimate record size (shard count)
 _RANGE_BYTES = 64 << 20  # default raw ECAL bytes per read range: enough work per element
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "direct", "BundleBasedDirectRunner")
+SPLIT_BY = ("event", "file")
+ON_BAD_EVENT = ("fail", "skip")
+PROGRESS_EVERY_S = 10.0  # seconds between the job-wide progress lines of a local run
+# Relative seconds per event of a local run's three passes (read + preprocess, write, hash the
+# shards), measured on 2 cores: only for the progress line's share done and ETA.
+_PASS_WEIGHTS = (1.0, 0.5, 0.4)
 
 
 @dataclass
@@ -39,7 +51,8 @@ class ConvertConfig:
 
     Attributes:
         inputs: HDF5 files or wildcard patterns, local or gs://.
-        output: Dataset folder or gs:// prefix (must be empty unless overwrite).
+        output: Dataset folder or gs:// prefix. It may hold only a previous conversion (replaced
+            with overwrite) and leftovers of our own dead runs; never one of the inputs.
         encoding: "dense" (float32 bytes of every cell) or "sparse" (non-zero cells only).
         compression: "none" or "gzip" (GZIP-compressed TFRecord shards).
         test_fraction: Fraction of events (or files) assigned to the test split.
@@ -60,27 +73,34 @@ class ConvertConfig:
         min_shards: At least this many shards per split, so many hosts can read in parallel.
         events_per_range: Events per read range (rounded up to whole HDF5 chunks); 0 picks
             about 64 MB of raw ECAL per range.
-        overwrite: Replace an existing dataset at `output`.
+        overwrite: Replace a previous conversion at `output` (its manifest and listed shards;
+            nothing else is ever deleted). Also takes over another host's lock.
+        allow_empty_split: Accept an empty test split (e.g. test_fraction 0). An empty train
+            split, or a conversion that keeps no events, is always an error.
+        stale_lock_hours: A lock left in `output` by a run on another host counts as dead
+            after this many hours (on this host a dead run is recognised by its pid).
     """
 
     inputs: list[str]
-    output: str
-    encoding: str = records.ENCODING_DENSE
-    compression: str = records.COMPRESSION_NONE
-    test_fraction: float = 0.1
-    split_by: str = "event"
+    output: str = field(metadata={"path": "output"})
+    encoding: str = choices_field(records.ENCODING_SPARSE, records.ENCODINGS)
+    compression: str = choices_field(records.COMPRESSION_NONE, records.COMPRESSIONS)
+    test_fraction: float = 0.2
+    split_by: str = choices_field("event", SPLIT_BY)
     seed: int = 0
-    on_bad_event: str = "fail"
+    on_bad_event: str = choices_field("fail", ON_BAD_EVENT)
     energy_range: tuple[float, float] | None = None
     sampling_fraction_range: tuple[float, float] | None = sanity.DEFAULT_SAMPLING_FRACTION_RANGE
     threshold: float = PreprocessConfig.threshold
     power: float = PreprocessConfig.power
     min_raw_sum: float = PreprocessConfig.min_raw_sum
-    angle_key: str = PreprocessConfig.angle_key
+    angle_key: str = choices_field(PreprocessConfig.angle_key, ANGLE_KEYS)
     target_shard_mb: float = 128.0
     min_shards: int = 4
     events_per_range: int = 0
     overwrite: bool = False
+    allow_empty_split: bool = False
+    stale_lock_hours: float = 24.0
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, str):
@@ -93,19 +113,20 @@ class ConvertConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its value."""
-        from data_prep.transforms import ON_BAD_EVENT, SPLIT_BY
-
         if not self.inputs:
             raise ValueError("ConvertConfig.inputs is empty: give at least one HDF5 file or pattern")
         if not self.output:
             raise ValueError("ConvertConfig.output is empty: give a folder or gs:// prefix")
         records.check_encoding(self.encoding, self.compression)
-        if not 0.0 <= self.test_fraction <= 1.0:
-            raise ValueError(f"ConvertConfig.test_fraction must be in [0, 1], got {self.test_fraction!r}")
-        if self.split_by not in SPLIT_BY:
-            raise ValueError(f"ConvertConfig.split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
-        if self.on_bad_event not in ON_BAD_EVENT:
-            raise ValueError(f"ConvertConfig.on_bad_event must be one of {ON_BAD_EVENT}, got {self.on_bad_event!r}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"ConvertConfig.test_fraction must be in [0, 1) (1 leaves no training events), "
+                             f"got {self.test_fraction!r}")
+        if self.test_fraction == 0.0 and not self.allow_empty_split:
+            raise ValueError("ConvertConfig.test_fraction 0 leaves the test split empty; give a fraction > 0, or "
+                             "pass --allow-empty-split (allow_empty_split=True) to make a dataset without test events")
+        if not self.stale_lock_hours > 0:
+            raise ValueError(f"ConvertConfig.stale_lock_hours must be > 0, got {self.stale_lock_hours!r}")
+        check_choices(self)
         if self.energy_range is not None and (len(self.energy_range) != 2 or not self.energy_range[0] < self.energy_range[1]):
             raise ValueError(f"ConvertConfig.energy_range must be (min, max) with min < max, got {self.energy_range!r}")
         band = self.sampling_fraction_range
@@ -189,6 +210,7 @@ def _inspect_sources(uris: list[str]) -> list[_Source]:
         infos = list(pool.map(_inspect, uris))
         digests = list(pool.map(uri_lib.sha256, uris))
     sources = [_Source(i, u, info, sha) for i, (u, info, sha) in enumerate(zip(uris, infos, digests))]
+    _refuse_duplicate_content(sources)
     shapes = {tuple(s.info.image_shape) for s in sources}
     if len(shapes) > 1:
         detail = ", ".join(f"{s.uri}: {tuple(s.info.image_shape)}" for s in sources)
@@ -196,6 +218,19 @@ def _inspect_sources(uris: list[str]) -> list[_Source]:
     n_events = sum(s.info.n_events for s in sources)
     _log_rate("InspectSources", n_events, time.monotonic() - t0, f", {len(sources)} files checksummed")
     return sources
+
+
+def _refuse_duplicate_content(sources: list[_Source]) -> None:
+    """Two inputs with the same bytes would put the same events into both splits (their names
+    hash differently), leaking test events into training."""
+    first: dict[str, _Source] = {}
+    for source in sources:
+        if source.sha256 in first:
+            raise ValueError(
+                f"inputs {first[source.sha256].uri} and {source.uri} have identical content (sha256 "
+                f"{source.sha256[:16]}...): their events would land in both splits; give each file once"
+            )
+        first[source.sha256] = source
 
 
 def _events_per_range(config: ConvertConfig, info: h5layout.FileInfo) -> int:
@@ -217,13 +252,19 @@ def _estimate_record_bytes(config: ConvertConfig, source: _Source) -> tuple[floa
             block = h5layout.read_events(fh, 0, stop, name=source.uri)
     else:
         block = h5layout.read_events(source.uri, 0, stop)
+    if config.on_bad_event == "fail":
+        # The workers would stop at the same event; saying so now saves starting them.
+        h5layout.check_events(block, source.uri, config.energy_range)
     bad = {b.event_index for b in h5layout.find_bad_events(block, source.uri, config.energy_range)}
     keep = [i for i, e in enumerate(block.event_index) if int(e) not in bad]
+    fallback = 4.0 * math.prod(source.info.image_shape), 1.0  # dense size; nothing to measure
+    if not keep:
+        return fallback
     block = h5layout.EventBlock(block.ecal[keep], block.energy[keep], block.theta[keep],
                                 block.mtheta[keep], block.event_index[keep], block.uri)
     processed, _ = preprocess_block(block, config.preprocess_config())
     if not len(processed):
-        return 4.0 * math.prod(source.info.image_shape), 1.0
+        return fallback
     encoded = [
         records.encode_event(processed.ecal[i], processed.energy[i], processed.theta[i], processed.mtheta[i],
                              processed.ecal_sum[i], processed.event_index[i], 0, config.encoding)
@@ -275,19 +316,17 @@ def default_pipeline_args(pipeline_args: Sequence[str] | None) -> list[str]:
     return args
 
 
-def _check_destination(config: ConvertConfig) -> None:
-    if not uri_lib.is_empty_dir(config.output) and not config.overwrite:
-        raise FileExistsError(
-            f"output {config.output} is not empty; pass --overwrite to replace what is there"
-        )
-
-
 # ----------------------------------------------------------------------------------------------
 # The pipeline
 
 
-def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], staging: str, shards: dict[str, int]):
-    """Add the conversion steps to a Beam pipeline (the caller runs it)."""
+def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], staging: str, shards: dict[str, int],
+                   progress_dir: str | None = None):
+    """Add the conversion steps to a Beam pipeline (the caller runs it).
+
+    `progress_dir` (local runs only) is the folder the workers report their counts to
+    (transforms.ProgressLog), for the driver's job-wide progress line.
+    """
     import apache_beam as beam
     from apache_beam.io.filesystem import CompressionTypes
 
@@ -306,11 +345,11 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     )
     blocks = ranges | "ReadEvents" >> tr.ReadEventBlocks()
     validated = blocks | "ValidateEvents" >> tr.ValidateEvents(config.on_bad_event, config.energy_range)
-    preprocessed = validated.good | "PreprocessEvents" >> tr.PreprocessEvents(config.preprocess_config())
+    preprocessed = validated.good | "PreprocessEvents" >> tr.PreprocessEvents(config.preprocess_config(), progress_dir)
     encoded = preprocessed.processed | "EncodeAndSplit" >> tr.EncodeAndSplit(
         config.test_fraction, config.seed, config.split_by
     )
-    coder = tr.ExampleCoder(sources[0].info.image_shape, config.encoding)
+    coder = tr.ExampleCoder(sources[0].info.image_shape, config.encoding, progress_dir)
     written = []
     for split, tag in (("train", tr.TAG_TRAIN), ("test", tr.TAG_TEST)):
         written.append(
@@ -333,7 +372,7 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     (
         tuple(written)
         | "FlattenShards" >> beam.Flatten()
-        | "DescribeShards" >> tr.DescribeShards(config.compression)
+        | "DescribeShards" >> tr.DescribeShards(config.compression, progress_dir)
         | "WriteShardList" >> beam.Map(tr.write_json, uri_lib.join(staging, SHARDS_NAME))
     )
 
@@ -343,7 +382,7 @@ def _wait_with_progress(result, n_events: int, poll_s: float = 30.0) -> None:
     rate and ETA from the workers' counters every poll_s seconds.
 
     Local runners return from run() when the job has finished, so this only waits on them; their
-    workers log their own rate lines.
+    job-wide progress line comes from _local_progress, which runs beside run().
     """
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.runners.runner import PipelineState
@@ -366,6 +405,77 @@ def _wait_with_progress(result, n_events: int, poll_s: float = 30.0) -> None:
         eta = (n_events - done) / rate if rate > 0 else float("nan")
         _LOG.info("BeamJob: %d/%d events preprocessed, %.0f events/s, ETA %.0f s", done, n_events, rate, eta)
     result.wait_until_finish()
+
+
+def _is_local_runner(pipeline_args: Sequence[str]) -> bool:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(pipeline_args)).view_as(StandardOptions).runner
+    return runner is None or str(runner).rsplit(".", 1)[-1] in LOCAL_RUNNERS
+
+
+def _progress_line(counts: dict[str, int], n_events: int, elapsed: float) -> str:
+    """"BeamJob: events preprocessed, records written and hashed, share of the job done, rate, ETA".
+
+    A local runner makes three passes one after the other: read and preprocess every event,
+    write every record, read every shard back to hash it. The share done weighs each pass by
+    its cost per event, roughly as measured on 2 cores (_PASS_WEIGHTS); records expected =
+    events x the fraction kept so far.
+    """
+    from data_prep import transforms as tr
+
+    pre = counts.get(tr.PROGRESS_PREPROCESSED, 0)
+    kept = counts.get(tr.PROGRESS_KEPT, 0)
+    written = counts.get(tr.PROGRESS_WRITTEN, 0)
+    hashed = counts.get(tr.PROGRESS_HASHED, 0)
+    expected = round(n_events * kept / pre) if pre else n_events
+    w_pre, w_write, w_hash = _PASS_WEIGHTS
+    fraction = min(1.0, (w_pre * pre + w_write * written + w_hash * hashed)
+                   / max(w_pre * n_events + (w_write + w_hash) * expected, 1e-9))
+    rate = fraction * n_events / max(elapsed, 1e-9)
+    eta = f"{elapsed * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "unknown"
+    return (f"BeamJob: {pre}/{n_events} events preprocessed, {written}/{expected} records written, "
+            f"{hashed} hashed; {100 * fraction:.0f} % done, {rate:.0f} events/s, ETA {eta}")
+
+
+@contextlib.contextmanager
+def _local_progress(pipeline_args: Sequence[str], n_events: int):
+    """For a local runner: yield a folder for the workers' counts and, while the job runs, log
+    one job-wide progress line (events done, rate, ETA) every PROGRESS_EVERY_S seconds and a
+    last one when the job has finished. Yields None for remote runners (see _wait_with_progress).
+
+    Beam's metrics are not visible while FnApiRunner runs (run() blocks), and each worker
+    process only knows its own share; the workers append their counts to files here
+    (transforms.ProgressLog) and a thread of the driver sums them.
+    """
+    if not _is_local_runner(pipeline_args):
+        yield None
+        return
+    every_s = PROGRESS_EVERY_S
+    folder = tempfile.mkdtemp(prefix="caloforge-progress-")
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def report() -> None:
+        from data_prep.transforms import read_progress
+
+        while not stop.wait(every_s):
+            _LOG.info(_progress_line(read_progress(folder), n_events, time.monotonic() - t0))
+
+    thread = threading.Thread(target=report, name="caloforge-progress", daemon=True)
+    thread.start()
+    finished = False
+    try:
+        yield folder
+        finished = True
+    finally:
+        stop.set()
+        thread.join()
+        if finished:
+            from data_prep.transforms import read_progress
+
+            _LOG.info(_progress_line(read_progress(folder), n_events, time.monotonic() - t0))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _INPUT_ERROR_TEXT = re.compile(
@@ -423,19 +533,41 @@ def _log_stage_rates(result, wall_s: float) -> dict[str, dict[str, float]]:
     return rates
 
 
-def _publish(config: ConvertConfig, staging: str, shard_list: list[dict]) -> None:
-    """Move the shards from staging into the dataset folder (old dataset removed first)."""
-    if config.overwrite:
-        old_manifest = manifest_lib.manifest_path(config.output)
-        uri_lib.delete(old_manifest)  # the old dataset stops existing before its files go
-        staging_prefix = staging.rstrip("/") + "/"
-        for old in uri_lib.list_files(config.output):
-            if not old.startswith(staging_prefix):
-                uri_lib.delete(old)
-    t0 = time.monotonic()
-    for shard in shard_list:
-        uri_lib.rename(uri_lib.join(staging, shard["name"]), uri_lib.join(config.output, shard["name"]))
-    _LOG.info("Publish: %d shards moved in %.1f s", len(shard_list), time.monotonic() - t0)
+def _refuse_empty(config: ConvertConfig, stats: dict, sources: list[_Source]) -> None:
+    """Refuse a dataset that would be empty, or whose train (or, unless allowed, test) split is.
+
+    Runs after the job and before publishing, so nothing is published; the counts say why.
+    """
+    counts = {split: int(stats.get(f"count:{split}", 0)) for split in manifest_lib.SPLITS}
+    n_files = len(sources)
+    where = f"test_fraction {config.test_fraction}, split by {config.split_by} over {n_files} file(s)"
+    if not sum(counts.values()):
+        bad = ", ".join(f"{k.split(':', 1)[1]}: {int(v)}" for k, v in sorted(stats.items()) if k.startswith("bad:"))
+        names = ", ".join(s.uri for s in sources[:3]) + (f" and {n_files - 3} more" if n_files > 3 else "")
+        raise ValueError(
+            f"the conversion kept no events, nothing was published: {int(stats.get('events_read', 0))} read from "
+            f"{names}; bad events by reason: {bad or 'none'}; "
+            f"{int(stats.get('dropped_low_sum', 0))} dropped by the raw-sum cut (--min-raw-sum {config.min_raw_sum}); "
+            f"check the inputs' units (energy in GeV, angles in radians) and --energy-range, --threshold, --min-raw-sum"
+        )
+    by_file = " or --split-by event" if config.split_by == "file" else ""
+    if not counts["train"]:
+        raise ValueError(f"the train split would be empty ({counts['test']} events all hashed to test; {where}), "
+                         f"nothing was published: lower --test-fraction{by_file}")
+    if not counts["test"] and not config.allow_empty_split:
+        raise ValueError(f"the test split would be empty ({counts['train']} events all hashed to train; {where}), "
+                         f"nothing was published: raise --test-fraction{by_file}, or pass --allow-empty-split to "
+                         f"accept a dataset without test events")
+
+
+def _advise(error: InputValidationError, config: ConvertConfig) -> InputValidationError:
+    """Add what the user can do about a bad input to the error's one line."""
+    if error.event_index is not None and config.on_bad_event == "fail":
+        return error.with_hint("to drop bad events instead (counted by reason in the manifest), "
+                               "rerun with --on-bad-event skip")
+    if error.event_index is None:
+        return error.with_hint("fix this file or leave it out of --inputs")
+    return error
 
 
 def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, save_main_session: bool = False) -> dict:
@@ -453,9 +585,13 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
         The manifest as a dict (also written to <output>/manifest.json, last).
 
     Raises:
-        ValueError: bad config values, or input files of different shapes.
+        ValueError: bad config values, input files of different shapes or identical content, an
+            output that is or holds an input, or a result with no events or an empty split
+            (checked before publishing: nothing is published).
+        UsageError: a pipeline flag Beam does not know.
         FileNotFoundError: an input pattern matching nothing.
-        FileExistsError: a non-empty output without overwrite.
+        FileExistsError: an output holding files no conversion wrote (even with overwrite), a
+            previous dataset without overwrite, or another live conversion's lock (named).
         InputValidationError: an input file that is not a valid 3DGAN HDF5 file (checked before
             Beam starts), or under on_bad_event="fail" the first bad event a worker met (file,
             dataset, event index, reason), re-raised from the runner's error.
@@ -466,48 +602,53 @@ def convert(config: ConvertConfig, pipeline_args: Sequence[str] | None = None, s
     config.validate()
     t_start = time.monotonic()
     uri_lib.configure_beam_gcs()
-    _check_destination(config)
-    uris = resolve_inputs(config.inputs)
-    sources = _inspect_sources(uris)
-    sanity.check_sampling_fractions([(s.uri, s.info) for s in sources], config.sampling_fraction_range)
-    for s in sources:
-        s.ranges = h5layout.plan_ranges(s.info, _events_per_range(config, s.info))
-    n_events = sum(s.info.n_events for s in sources)
-    n_ranges = sum(len(s.ranges) for s in sources)
-    record_bytes, kept_fraction = _estimate_record_bytes(config, sources[0])
-    shards = plan_shards(config, n_events, record_bytes, kept_fraction)
-    _LOG.info("PlanRanges: %d files, %d events, %d ranges; ~%.0f bytes/record -> shards %s",
-              len(sources), n_events, n_ranges, record_bytes, shards)
-
     args = default_pipeline_args(pipeline_args)
-    options = PipelineOptions(args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    staging = uri_lib.join(config.output, STAGING_PREFIX + uri_lib.unique_suffix())
-    uri_lib.makedirs(staging)
-    try:
-        t0 = time.monotonic()
-        pipeline = beam.Pipeline(options=options)
-        build_pipeline(pipeline, config, sources, staging, shards)
+    beam_flags.split_pipeline_args(args, _app_flags())
+    uris = resolve_inputs(config.inputs)
+    destination.refuse_output_over_inputs(config.output, uris)
+    with destination.OutputClaim(config.output, config.overwrite, config.stale_lock_hours * 3600.0) as claim:
         try:
-            result = pipeline.run()
-            _wait_with_progress(result, n_events)
-        except Exception as exc:
-            _raise_input_error(exc)
-            raise
+            sources = _inspect_sources(uris)
+            sanity.check_sampling_fractions([(s.uri, s.info) for s in sources], config.sampling_fraction_range)
+            for s in sources:
+                s.ranges = h5layout.plan_ranges(s.info, _events_per_range(config, s.info))
+            n_events = sum(s.info.n_events for s in sources)
+            n_ranges = sum(len(s.ranges) for s in sources)
+            record_bytes, kept_fraction = _estimate_record_bytes(config, sources[0])
+            shards = plan_shards(config, n_events, record_bytes, kept_fraction)
+            _LOG.info("PlanRanges: %d files, %d events, %d ranges; ~%.0f bytes/record -> shards %s",
+                      len(sources), n_events, n_ranges, record_bytes, shards)
+
+            options = PipelineOptions(args)
+            options.view_as(SetupOptions).save_main_session = save_main_session
+            t0 = time.monotonic()
+            pipeline = beam.Pipeline(runner=worker_guard.guarded_runner(args), options=options)
+            with _local_progress(args, n_events) as progress_dir:
+                build_pipeline(pipeline, config, sources, claim.staging, shards, progress_dir)
+                try:
+                    with worker_guard.guard_workers(args):
+                        result = pipeline.run()
+                        _wait_with_progress(result, n_events)
+                except Exception as exc:
+                    _raise_input_error(exc)
+                    raise
+        except InputValidationError as err:
+            raise _advise(err, config) from err
         wall = time.monotonic() - t0
         _log_rate("BeamJob", n_events, wall)
         rates = _log_stage_rates(result, wall)
-        stats = json.loads(uri_lib.read_text(uri_lib.join(staging, STATS_NAME)))
-        shard_list = sorted(json.loads(uri_lib.read_text(uri_lib.join(staging, SHARDS_NAME))),
+        stats = json.loads(uri_lib.read_text(uri_lib.join(claim.staging, STATS_NAME)))
+        _refuse_empty(config, stats, sources)
+        shard_list = sorted(json.loads(uri_lib.read_text(uri_lib.join(claim.staging, SHARDS_NAME))),
                             key=lambda s: s["name"])
         manifest = _make_manifest(config, sources, shard_list, stats, args, wall, rates)
-        _publish(config, staging, shard_list)
-    finally:
-        uri_lib.delete_tree(staging)
-    manifest.created_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    manifest.run["total_seconds"] = round(time.monotonic() - t_start, 3)
-    manifest = manifest.with_content_hash()
-    target = manifest_lib.write_manifest(manifest, config.output)
+        manifest.created_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        manifest.run["total_seconds"] = round(time.monotonic() - t_start, 3)
+        manifest = manifest.with_content_hash()
+        t0 = time.monotonic()
+        target = claim.publish([s["name"] for s in shard_list],
+                               lambda: manifest_lib.write_manifest(manifest, config.output))
+        _LOG.info("Publish: %d shards moved in %.1f s", len(shard_list), time.monotonic() - t0)
     _LOG.info("Manifest written last: %s (content hash %s)", target, manifest.content_hash[:16])
     return manifest.to_dict()
 
@@ -567,46 +708,31 @@ def _make_manifest(config, sources, shard_list, stats, args, wall, rates) -> man
 # Command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    defaults = ConvertConfig(inputs=[], output="")
-    p = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per ConvertConfig field (data_prep.config_cli); other flags must be Beam's."""
+    return build_config_parser(
+        ConvertConfig,
+        prog="caloforge convert",
         description="Convert 3DGAN HDF5 files to TFRecord shards + manifest.json with Apache Beam. "
-        "Unrecognised flags go to Beam (e.g. --runner=DataflowRunner --project ... --region ... "
-        "--temp_location gs://... --setup_file ./setup.py)."
+        "Other flags must be Beam pipeline options and go to Beam (e.g. --runner=DataflowRunner --project ... "
+        "--region ... --temp_location gs://... --setup_file ./setup.py); an unknown flag is an error.",
     )
-    p.add_argument("--inputs", nargs="+", required=True, help="HDF5 files or patterns (local or gs://)")
-    p.add_argument("--output", required=True, help="dataset folder or gs:// prefix")
-    p.add_argument("--encoding", choices=records.ENCODINGS, default=defaults.encoding)
-    p.add_argument("--compression", choices=records.COMPRESSIONS, default=defaults.compression)
-    p.add_argument("--test-fraction", type=float, default=defaults.test_fraction)
-    p.add_argument("--split-by", choices=("event", "file"), default=defaults.split_by)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--on-bad-event", choices=("fail", "skip"), default=defaults.on_bad_event)
-    p.add_argument("--energy-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None)
-    p.add_argument("--sampling-fraction-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   default=defaults.sampling_fraction_range)
-    p.add_argument("--threshold", type=float, default=defaults.threshold)
-    p.add_argument("--power", type=float, default=defaults.power)
-    p.add_argument("--min-raw-sum", type=float, default=defaults.min_raw_sum)
-    p.add_argument("--angle-key", choices=("mtheta", "theta"), default=defaults.angle_key)
-    p.add_argument("--target-shard-mb", type=float, default=defaults.target_shard_mb)
-    p.add_argument("--min-shards", type=int, default=defaults.min_shards)
-    p.add_argument("--events-per-range", type=int, default=defaults.events_per_range)
-    p.add_argument("--overwrite", action="store_true")
-    return p
 
 
-def config_from_args(ns: argparse.Namespace) -> ConvertConfig:
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(ConvertConfig)}
-    return ConvertConfig(**values)
+def _app_flags() -> list[str]:
+    return [s for action in build_parser()._actions for s in action.option_strings]  # pylint: disable=protected-access
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True) -> dict:
-    """Command-line entry: app flags become a ConvertConfig, the rest go to Beam unchanged."""
-    known, pipeline_args = _parser().parse_known_args(argv)
-    return convert(config_from_args(known), pipeline_args, save_main_session=save_main_session)
+    """Command-line entry: app flags become a ConvertConfig; the rest must be Beam flags and go to
+    Beam unchanged (an unknown flag raises UsageError naming the closest valid one)."""
+    parser = build_parser()
+    known, pipeline_args = beam_flags.parse_app_and_pipeline_args(parser, argv)
+    config = check_config(parser, ConvertConfig, known)
+    return convert(config, pipeline_args, save_main_session=save_main_session)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run()
+    from pipelines.cli import main  # the CLI's error handling: one line and exit code 2 for user errors
+
+    sys.exit(main(["convert", *sys.argv[1:]]))

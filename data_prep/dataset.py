@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,96 @@ def stage_shards(uris: list[str], manifest: Manifest, stage_dir: str) -> list[st
     return out
 
 
+#: Sharding by file is used when whole files can be dealt to the input pipelines so that their
+#: record counts differ by at most this share of the largest; otherwise records are dealt.
+FILE_SHARDING_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """What one input pipeline reads in each epoch.
+
+    Attributes:
+        by_file: True when this pipeline reads whole files of its own; False when every pipeline
+            reads every file and keeps its share of the records.
+        names: The shard names this pipeline opens, in sorted order.
+        skips: Per name, the records to skip at the start of the file before keeping every
+            `stride`-th one (all 0 when sharding by file).
+        stride: 1 by file; the number of input pipelines by record.
+        records: Records this pipeline yields per epoch (from the manifest's per-shard counts).
+    """
+
+    by_file: bool
+    names: tuple[str, ...]
+    skips: tuple[int, ...]
+    stride: int
+    records: int
+
+
+def _deal_files(counts: list[int], n_pipelines: int) -> list[int] | None:
+    """The pipeline of each file, or None when whole files cannot be dealt evenly enough.
+
+    Largest file first to the least loaded pipeline (ties: the earlier file, the lower pipeline
+    id): a pure function of the manifest, so every pipeline computes the same assignment.
+    """
+    owner = [0] * len(counts)
+    loads = [0] * n_pipelines
+    for k in sorted(range(len(counts)), key=lambda k: (-counts[k], k)):
+        p = min(range(n_pipelines), key=lambda p: (loads[p], p))
+        owner[k] = p
+        loads[p] += counts[k]
+    if min(loads) == 0 or max(loads) - min(loads) > FILE_SHARDING_TOLERANCE * max(loads):
+        return None
+    return owner
+
+
+def plan_shards(shards: list[tuple[str, int]], n_pipelines: int, pipeline_id: int) -> ShardPlan:
+    """Which records input pipeline `pipeline_id` of `n_pipelines` reads, so that every record
+    of the split is read by exactly one pipeline in every epoch.
+
+    Rule: shard by file when whole files can be dealt to the pipelines with record counts within
+    FILE_SHARDING_TOLERANCE of each other (each pipeline then reads only its files); otherwise
+    shard by record: the records, numbered in sorted-name order across files, go round robin
+    (record g to pipeline g mod n), so the pipelines' counts differ by at most one, at the price
+    of every pipeline reading every file. The split is fixed by the manifest alone, before any
+    shuffling, and inside each file by position: it holds whatever order the files are read in,
+    whatever seed each pipeline shuffles with, and with a non-deterministic interleave.
+
+    Args:
+        shards: (name, record count) of the split's shards, from the manifest.
+        n_pipelines: Number of input pipelines (tf.distribute.InputContext.num_input_pipelines).
+        pipeline_id: This pipeline's id, 0 <= pipeline_id < n_pipelines.
+
+    Raises:
+        ValueError: on a pipeline id outside [0, n_pipelines).
+    """
+    if n_pipelines < 1 or not 0 <= pipeline_id < n_pipelines:
+        raise ValueError(f"input pipeline id {pipeline_id} is not in [0, {n_pipelines})")
+    shards = sorted(shards)
+    counts = [int(count) for _, count in shards]
+    owner = _deal_files(counts, n_pipelines)
+    if owner is not None:
+        mine = [k for k in range(len(shards)) if owner[k] == pipeline_id]
+        return ShardPlan(True, tuple(shards[k][0] for k in mine), (0,) * len(mine), 1,
+                         sum(counts[k] for k in mine))
+    names, skips = [], []
+    offset = 0
+    for (name, count) in shards:
+        skip = (pipeline_id - offset) % n_pipelines  # first record g of this file with g % n == id
+        if skip < count:
+            names.append(name)
+            skips.append(skip)
+        offset += count
+    total = sum(counts)
+    return ShardPlan(False, tuple(names), tuple(skips), n_pipelines,
+                     (total - pipeline_id + n_pipelines - 1) // n_pipelines)
+
+
+def _pipeline_seed(seed: int | None, pipeline_id: int) -> int | None:
+    """Each pipeline shuffles its own records with its own seed (the split does not depend on it)."""
+    return None if seed is None else int(seed) + pipeline_id
+
+
 def make_dataset(
     manifest_uri: str,
     split: str,
@@ -91,7 +182,7 @@ def make_dataset(
     shuffle: bool = True,
     repeat: bool = True,
     deterministic: bool | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     drop_remainder: bool = True,
     stage_dir: str | None = None,
@@ -104,14 +195,17 @@ def make_dataset(
         global_batch_size: Batch over all replicas; with `input_context` each pipeline batches
             input_context.get_per_replica_batch_size(global_batch_size).
         input_context: tf.distribute.InputContext (from distribute_datasets_from_function).
-            With as many shards as input pipelines each pipeline reads its own files
-            (sharding by file); with fewer, each reads every file and keeps every n-th record.
+            Across all input pipelines every record is read exactly once per epoch
+            (`plan_shards`: by file when the files deal evenly, by record otherwise).
         shuffle: Shuffle file order and records (training).
-        repeat: Repeat forever (training).
-        deterministic: Order guarantee of the parallel interleave and decode. None means
-            "not shuffle": training takes records as soon as any file delivers them, evaluation
-            keeps a reproducible order.
-        seed: Shuffle seed (offset by the input pipeline id so pipelines differ).
+        repeat: Repeat forever (training); each epoch is complete before the next begins.
+        deterministic: Order guarantee of the parallel interleave and decode. None means: True
+            when a seed is given or when not shuffling (evaluation), else False (training
+            without a seed takes records as soon as any file delivers them). False together
+            with a seed is refused: a seed promises a reproducible order.
+        seed: Shuffle seed. Given, the same seed gives the same order on every run (the
+            interleave and decode are then deterministic); None shuffles differently each run.
+            Each pipeline shuffles with seed + its id.
         shuffle_buffer: Records held for shuffling.
         drop_remainder: Drop a last partial batch (static batch shape, as TPUs need).
         stage_dir: Local folder to copy shards into first. Used automatically (a temporary
@@ -123,27 +217,38 @@ def make_dataset(
         "ecal_sum": (B,)}, all float32.
 
     Raises:
-        ValueError: bad split or batch size, or a split without shards.
+        ValueError: bad split or batch size, a split without shards, or deterministic=False
+            with a seed.
     """
     import tensorflow as tf
 
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size!r}")
+    if seed is not None and deterministic is False:
+        raise ValueError(f"make_dataset: seed={seed!r} asks for a reproducible order, which "
+                         "deterministic=False cannot give; pass seed=None or leave deterministic unset")
     manifest = read_manifest(manifest_uri)
-    files = shard_uris(manifest_uri, split, manifest)
-    if not files or manifest.counts.get(split, 0) == 0:
+    names = manifest.shard_names(split)
+    uris = dict(zip(names, shard_uris(manifest_uri, split, manifest)))
+    if not names or manifest.counts.get(split, 0) == 0:
         raise ValueError(f"dataset {manifest_uri} has no {split!r} records (counts {manifest.counts})")
     if deterministic is None:
-        deterministic = not shuffle
+        deterministic = seed is not None or not shuffle
 
     n_pipelines, pipeline_id, batch = 1, 0, int(global_batch_size)
     if input_context is not None:
         n_pipelines = int(input_context.num_input_pipelines)
         pipeline_id = int(input_context.input_pipeline_id)
         batch = int(input_context.get_per_replica_batch_size(global_batch_size))
-    by_file = len(files) >= n_pipelines
-    if by_file and n_pipelines > 1:
-        files = files[pipeline_id::n_pipelines]
+    records_per_shard = {s["name"]: int(s["records"]) for s in manifest.shards if s["split"] == split}
+    plan = plan_shards([(name, records_per_shard[name]) for name in names], n_pipelines, pipeline_id)
+    if plan.records == 0:
+        raise ValueError(f"dataset {manifest_uri}: {split!r} has {manifest.counts[split]} records, fewer than "
+                         f"the {n_pipelines} input pipelines; use fewer hosts or a larger dataset")
+    _LOG.info("input pipeline %d of %d reads %d records per epoch from %d of %d shards (sharded by %s)",
+              pipeline_id, n_pipelines, plan.records, len(plan.names), len(names),
+              "file" if plan.by_file else "record")
+    files = [uris[name] for name in plan.names]
 
     if not all(tf_can_read(f) for f in files) or stage_dir is not None:
         if stage_dir is None:
@@ -154,21 +259,27 @@ def make_dataset(
     compression = records.tf_compression_type(manifest.compression)
     image_shape = tuple(int(d) for d in manifest.image_shape)
     encoding = manifest.encoding
+    stride = plan.stride
 
-    file_ds = tf.data.Dataset.from_tensor_slices(files)
+    def read_file(path, skip):
+        ds = tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=8 << 20)
+        if stride > 1:
+            ds = ds.skip(skip).shard(stride, 0)
+        return ds
+
+    file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(plan.skips, tf.int64)))
+    pipeline_seed = _pipeline_seed(seed, pipeline_id)
     if shuffle:
-        file_ds = file_ds.shuffle(len(files), seed=seed + pipeline_id, reshuffle_each_iteration=True)
+        file_ds = file_ds.shuffle(len(files), seed=pipeline_seed, reshuffle_each_iteration=True)
     ds = file_ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=compression, buffer_size=8 << 20),
+        read_file,
         cycle_length=max(1, min(len(files), 8)),
         block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
-    if not by_file and n_pipelines > 1:
-        ds = ds.shard(n_pipelines, pipeline_id)
     if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed + pipeline_id, reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer, seed=pipeline_seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch, drop_remainder=drop_remainder)

@@ -38,6 +38,17 @@ class InputValidationError(ValueError):
             parts.append(f"event {self.event_index}")
         return ", ".join(parts) + f": {self.reason}"
 
+    def with_hint(self, hint: str) -> "InputValidationError":
+        """The same error with what to do about it appended (e.g. the flag that skips bad events).
+
+        The hint is added where the caller knows the options (the converter), not where the
+        problem is found.
+        """
+        error = InputValidationError(self.uri, f"{self.reason}; {hint}", dataset=self.dataset,
+                                     event_index=self.event_index)
+        error.__cause__ = self
+        return error
+
     def __reduce__(self):
         # Beam and multiprocessing pickle exceptions across processes; the default reduce would
         # call __init__ with the formatted message only and fail on the keyword-only arguments.
@@ -51,3 +62,11 @@ def _rebuild_error(
     uri: str | None, reason: str, dataset: str | None, event_index: int | None
 ) -> InputValidationError:
     return InputValidationError(uri, reason, dataset=dataset, event_index=event_index)
+
+
+class UsageError(ValueError):
+    """The command line is wrong (an unknown flag, a stray argument): say which and what to do.
+
+    A ValueError so every caller that reports bad values reports this too; the CLI turns it into
+    one `caloforge <stage>: error: ...` line and exit code 2.
+    """

@@ -5,17 +5,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import platform
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from data_prep import uri as uri_lib
-from data_prep.strict_fields import reject_unknown_keys
+from data_prep.strict_fields import reject_unknown_keys, unknown_keys
+
+_LOG = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+#: The manifest format this caloforge writes and reads, "MAJOR.MINOR" (docs/CONTRACTS.md §2).
+#: A minor bump only adds keys an older reader may ignore; anything else (a key removed, renamed
+#: or changing meaning, a new kind of shard) is a major bump, which older readers refuse.
+FORMAT_VERSION = "1.0"
+_FORMAT_VERSION_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 SPLITS = ("train", "test")
 
 #: Histogram edges are fixed in advance (not taken from the data) so two conversions of the same
@@ -66,12 +74,62 @@ def versions() -> dict[str, str]:
     }
 
 
+class ManifestVersionError(ValueError):
+    """A manifest whose format_version this caloforge cannot read (newer major, or malformed)."""
+
+
+def parse_format_version(value: Any, where: str = "manifest") -> tuple[int, int]:
+    """(major, minor) of a manifest's format_version.
+
+    Accepts the string "MAJOR.MINOR" and, for manifests written before caloforge versioned
+    minors, an integer MAJOR (read as MAJOR.0). A float (1.10 would read as 1.1) or any other
+    text is refused.
+
+    Raises:
+        ManifestVersionError: naming `where` and the value.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value, 0
+    match = _FORMAT_VERSION_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ManifestVersionError(
+            f"{where}: format_version {value!r} is malformed: expected a string \"MAJOR.MINOR\" "
+            f"such as {FORMAT_VERSION!r}, the version this caloforge writes")
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_format_version(value: Any, where: str = "manifest") -> tuple[int, int]:
+    """(major, minor) of a format_version this caloforge can read.
+
+    Raises:
+        ManifestVersionError: for a malformed version, or a major version other than ours
+            (newer: upgrade caloforge; older: convert the data again).
+    """
+    major, minor = parse_format_version(value, where)
+    ours, _ = parse_format_version(FORMAT_VERSION)
+    if major > ours:
+        raise ManifestVersionError(
+            f"{where}: manifest format_version {value!r} is newer than this caloforge supports "
+            f"({FORMAT_VERSION!r}, i.e. {ours}.x): upgrade caloforge to read this dataset")
+    if major < ours:
+        raise ManifestVersionError(
+            f"{where}: manifest format_version {value!r} is older than this caloforge supports "
+            f"({FORMAT_VERSION!r}, i.e. {ours}.x): convert the data again with this caloforge")
+    return major, minor
+
+
+#: (manifest, unknown keys) already logged, so a reader that loads the manifest once per input
+#: pipeline says it once.
+_TOLERATED_LOGGED: set[tuple[str, tuple[str, ...]]] = set()
+
+
 @dataclass
 class Manifest:
     """Everything a reader, a trainer or a reviewer needs to know about a converted dataset.
 
     Attributes:
-        format_version: Schema version of this file.
+        format_version: Format of this file, "MAJOR.MINOR" (FORMAT_VERSION); manifests written
+            before minor versions existed hold the integer 1 (read as "1.0").
         image_shape: ECAL image shape (x, y, z) of every record.
         encoding: "dense" or "sparse".
         compression: "none" or "gzip".
@@ -116,17 +174,43 @@ class Manifest:
     run: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
     content_hash: str = ""
-    format_version: int = FORMAT_VERSION
+    format_version: str | int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of all fields."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
-        """Build from a dict; unknown keys are an error so a newer format is not misread."""
-        reject_unknown_keys(cls, data, "manifest")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> "Manifest":
+        """Build from a dict, checking its format_version first.
+
+        A newer major version is refused (ManifestVersionError: upgrade caloforge). A newer minor
+        version may carry keys this caloforge does not know: they are left out, and logged once.
+        At this caloforge's own minor version (or an older one) an unknown key is an error: no
+        writer of that version puts one there, so it is a typo or a hand edit.
+
+        Args:
+            data: The manifest's JSON object.
+            where: Where it came from (its URI), for messages.
+
+        Raises:
+            ManifestVersionError: malformed, missing or unsupported format_version.
+            ValueError: unknown keys at a version this caloforge knows.
+            TypeError: missing keys.
+        """
+        if "format_version" not in data:
+            raise ManifestVersionError(f"{where}: has no format_version; it was not written by caloforge")
+        _, minor = check_format_version(data["format_version"], where)
+        _, our_minor = parse_format_version(FORMAT_VERSION)
+        if minor <= our_minor:
+            reject_unknown_keys(cls, data, "manifest")
+            return cls(**data)
+        extra = unknown_keys(cls, data)
+        if extra and (where, tuple(extra)) not in _TOLERATED_LOGGED:
+            _TOLERATED_LOGGED.add((where, tuple(extra)))
+            _LOG.warning("%s: format_version %s is newer than this caloforge's %s; ignoring keys it does "
+                         "not know: %s", where, data["format_version"], FORMAT_VERSION, ", ".join(extra))
+        return cls(**{key: value for key, value in data.items() if key not in extra})
 
     def shard_names(self, split: str) -> list[str]:
         """Relative names of the shards of one split, sorted."""
@@ -188,6 +272,8 @@ def load_manifest(uri: str) -> Manifest:
 
     Raises:
         FileNotFoundError: when there is no manifest.json (then there is no finished dataset).
+        ManifestVersionError: when its format_version is malformed or of another major version,
+            naming the file, its version and ours.
         ValueError: when the manifest is not valid JSON of this schema, naming the file.
     """
     path = manifest_path(uri)
@@ -200,6 +286,10 @@ def load_manifest(uri: str) -> Manifest:
         ) from exc
     try:
         data = json.loads(text)
-        return Manifest.from_dict(data)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return Manifest.from_dict(data, where=path)
+    except ManifestVersionError:
+        raise
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: not a valid caloforge manifest: {exc}") from exc

@@ -9,7 +9,6 @@ last, so a folder with that sidecar is complete.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -28,6 +27,15 @@ import h5py
 import numpy as np
 
 from data_prep.angle import measured_angle, pseudorapidity
+from data_prep.config_cli import (
+    ConfigArgumentParser,
+    add_verbose_flag,
+    build_config_parser,
+    check_path,
+    choices_field,
+    parse_config,
+)
+from data_prep.console import configure_console
 from data_prep.h5layout import (
     HCAL_SHAPE,
     IMAGE_SHAPES,
@@ -41,7 +49,7 @@ from data_prep.strict_fields import reject_unknown_keys
 _LOG = logging.getLogger(__name__)
 
 #: Version of the shower model; bump when the physics changes so outputs say which model made them.
-MODEL_VERSION = "1.0"
+MODEL_VERSION = "2.0"
 SIDECAR_NAME = "montecarlo.json"
 #: Events simulated and written per block (rounded to whole chunks); bounds memory per file.
 BLOCK_EVENTS = 256
@@ -84,9 +92,9 @@ class MonteCarloConfig:
     energy_max: float = 500.0
     theta_min_deg: float = 60.0
     theta_max_deg: float = 120.0
-    layout: str = LAYOUT_VARIABLE_ANGLE
+    layout: str = choices_field(LAYOUT_VARIABLE_ANGLE, LAYOUTS)
     seed: int = 0
-    compression: str = "gzip"
+    compression: str = choices_field("gzip", COMPRESSIONS)
     compression_level: int = 1
     chunk_events: int = 32
     batch_size: int = 16
@@ -443,53 +451,19 @@ def generate_files(config: MonteCarloConfig, output_dir: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: one flag per MonteCarloConfig field
+# Command line: one flag per MonteCarloConfig field (data_prep.config_cli)
 
 
-def _attribute_help(cls) -> dict[str, str]:
-    """Field descriptions from a dataclass docstring's `Attributes:` section (one source of truth)."""
-    helps: dict[str, str] = {}
-    current = None
-    in_attributes = False
-    for line in (cls.__doc__ or "").splitlines():
-        stripped = line.strip()
-        if stripped == "Attributes:":
-            in_attributes = True
-            continue
-        if not in_attributes or not stripped:
-            continue
-        head, sep, text = stripped.partition(": ")
-        if sep and head.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
-            current = head
-            helps[current] = text
-        elif current is not None:
-            helps[current] += " " + stripped
-    return helps
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ConfigArgumentParser:
     """An argparse parser with one --flag per MonteCarloConfig field plus --output-dir."""
-    parser = argparse.ArgumentParser(
+    parser = build_config_parser(
+        MonteCarloConfig,
         prog="caloforge generate",
         description="Write parametric electromagnetic-shower Monte Carlo as 3DGAN HDF5 files.",
+        help_sources=(ShowerParams,),
     )
-    parser.add_argument("--output-dir", required=True, help="local folder for the HDF5 files")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    defaults = MonteCarloConfig()
-    helps = {**_attribute_help(ShowerParams), **_attribute_help(MonteCarloConfig)}
-    for f in dataclasses.fields(MonteCarloConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        text = f"{helps.get(f.name, '')} (default {default!r})".replace("%", "%%")
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=default, help=text)
-        elif f.name == "layout":
-            parser.add_argument(flag, dest=f.name, choices=LAYOUTS, default=default, help=text)
-        elif f.name == "compression":
-            parser.add_argument(flag, dest=f.name, choices=COMPRESSIONS, default=default, help=text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=type(default), default=default, help=text)
+    parser.add_argument("--output-dir", required=True,
+                        help="local folder for the HDF5 files (gs:// is not supported: write locally, then copy)")
     return parser
 
 
@@ -499,13 +473,14 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
     Returns:
         The written file paths (also printed, one per line).
     """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    fields = {f.name for f in dataclasses.fields(MonteCarloConfig)}
-    config = MonteCarloConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    parser = build_parser()
+    add_verbose_flag(parser)
+    config, args = parse_config(parser, MonteCarloConfig, argv, help_sources=(ShowerParams,))
+    # h5py writes local files: a gs:// "folder" would become a local folder named gs:.
+    problem = check_path("local_output", args.output_dir, "--output-dir")
+    if problem:
+        parser.error(problem)
+    configure_console(args.verbose)
     paths = generate_files(config, args.output_dir)
     for path in paths:
         print(path)

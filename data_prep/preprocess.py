@@ -93,7 +93,8 @@ def preprocess_block(block: EventBlock, cfg: PreprocessConfig) -> tuple[Processe
     ecal = np.array(block.ecal, dtype=np.float32, copy=True)
     ecal[ecal < cfg.threshold] = 0.0
     n = ecal.shape[0]
-    raw_sum = ecal.reshape(n, -1).sum(axis=1, dtype=np.float64)
+    # reshape(n, -1) cannot infer the cell count of zero events: name it.
+    raw_sum = ecal.reshape(n, int(np.prod(ecal.shape[1:]))).sum(axis=1, dtype=np.float64)
     keep = raw_sum > cfg.min_raw_sum
     kept = ecal[keep]
     # Showers fill about 1 % of the cells: raising only the non-zero ones to the power is

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import threading
 import time
+import uuid
+import weakref
 from typing import Any, Iterable, NamedTuple
 
 import apache_beam as beam
@@ -13,6 +17,7 @@ import numpy as np
 from apache_beam.metrics.metric import Metrics
 
 from data_prep import h5layout, records
+from data_prep.convert import ON_BAD_EVENT, SPLIT_BY  # the config owns its choices
 from data_prep import manifest as manifest_lib
 from data_prep import uri as uri_lib
 from data_prep.preprocess import PreprocessConfig, preprocess_block
@@ -27,8 +32,6 @@ METRICS_NAMESPACE = "caloforge.convert"
 TAG_TRAIN = "train"
 TAG_TEST = "test"
 TAG_STATS = "stats"
-SPLIT_BY = ("event", "file")
-ON_BAD_EVENT = ("fail", "skip")
 _LOG_EVERY_S = 15.0
 
 
@@ -70,7 +73,64 @@ class _Progress:
             _LOG.info("%s: %d events on this worker, %.1f events/s", self.stage, self._seen,
                       self._seen / max(now - self._t0, 1e-9))
             # the job-wide count, rate and ETA are logged by the driver (convert._log_stage_rates,
-            # and convert._wait_with_progress while a remote job runs)
+            # convert._wait_with_progress while a remote job runs, ProgressLog for local runs)
+
+
+# Labels of the counts ProgressLog files carry (read back by read_progress).
+PROGRESS_PREPROCESSED = "preprocessed"  # events into PreprocessEvents
+PROGRESS_KEPT = "kept"  # events out of it (after the low-sum drop)
+PROGRESS_WRITTEN = "written"  # records serialized by the shard writers
+PROGRESS_HASHED = "hashed"  # records read back and hashed by DescribeShards
+
+
+class ProgressLog:
+    """Event counts a local worker hands to the driver of the job, through a local folder.
+
+    Local runners give the driver no metrics until the job ends (FnApiRunner's run() returns
+    then), so for local runs each worker process appends one line per count ("256\n") to its
+    own file in a folder the driver reads every few seconds (read_progress). A small O_APPEND
+    write costs microseconds, nothing beside the work it counts. Remote runners get no folder
+    (their workers cannot reach the driver's disk): there the driver polls Beam's counters.
+    """
+
+    def __init__(self, folder: str, label: str):
+        self._folder = folder
+        self._label = label
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            if self._fd is None:
+                name = f"{self._label}-{os.getpid()}-{uuid.uuid4().hex[:8]}.log"
+                self._fd = os.open(os.path.join(self._folder, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                weakref.finalize(self, os.close, self._fd)
+            os.write(self._fd, b"%d\n" % int(n))
+
+    def __getstate__(self):  # travels to the workers without its file
+        return {"_folder": self._folder, "_label": self._label}
+
+    def __setstate__(self, state):
+        self.__init__(state["_folder"], state["_label"])
+
+
+def read_progress(folder: str) -> dict[str, int]:
+    """Sum of the counts in a ProgressLog folder, per label; a line still being written is skipped."""
+    totals: dict[str, int] = {}
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return totals
+    for name in names:
+        label = name.split("-", 1)[0]
+        try:
+            with open(os.path.join(folder, name), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            continue
+        complete = data[: data.rfind(b"\n") + 1]
+        totals[label] = totals.get(label, 0) + sum(int(v) for v in complete.split())
+    return totals
 
 
 def empty_stats() -> dict[str, Any]:
@@ -208,28 +268,39 @@ class ValidateEvents(beam.PTransform):
 
 
 class _PreprocessFn(beam.DoFn):
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], progress_dir: str | None = None):
         self._cfg = PreprocessConfig.from_dict(cfg)
+        self._progress_dir = progress_dir
 
     def setup(self):
         self._progress = _Progress("PreprocessEvents")
+        self._local = None
+        if self._progress_dir:
+            self._local = (ProgressLog(self._progress_dir, PROGRESS_PREPROCESSED),
+                           ProgressLog(self._progress_dir, PROGRESS_KEPT))
 
     def process(self, element):
         source_index, block = element
         t0 = time.monotonic()
         processed, n_low = preprocess_block(block, self._cfg)
         self._progress.add(len(block), time.monotonic() - t0)
+        if self._local:
+            self._local[0].add(len(block))
+            self._local[1].add(len(processed))
         yield beam.pvalue.TaggedOutput(TAG_STATS, {"dropped_low_sum": n_low})
         if len(processed):
             yield source_index, block.uri, processed
 
 
 class PreprocessEvents(beam.PTransform):
-    """(source_index, EventBlock) -> (source_index, uri, ProcessedBlock) and statistics."""
+    """(source_index, EventBlock) -> (source_index, uri, ProcessedBlock) and statistics.
 
-    def __init__(self, cfg: PreprocessConfig):
+    With `progress_dir` (local runs) it also reports its counts there (ProgressLog).
+    """
+
+    def __init__(self, cfg: PreprocessConfig, progress_dir: str | None = None):
         super().__init__()
-        self._fn = _PreprocessFn(cfg.to_dict())
+        self._fn = _PreprocessFn(cfg.to_dict(), progress_dir)
 
     def expand(self, blocks):
         return blocks | "ThresholdAndPower" >> beam.ParDo(self._fn).with_outputs(TAG_STATS, main="processed")
@@ -312,15 +383,24 @@ class EncodeAndSplit(beam.PTransform):
 
 
 class ExampleCoder(beam.coders.Coder):
-    """WriteToTFRecord's coder: packed event -> serialized tf.train.Example (dense or sparse)."""
+    """WriteToTFRecord's coder: packed event -> serialized tf.train.Example (dense or sparse).
 
-    def __init__(self, image_shape: tuple[int, ...], encoding: str):
+    The writers call it once per record, so with `progress_dir` (local runs) it is where the
+    records written are counted (ProgressLog).
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], encoding: str, progress_dir: str | None = None):
         records.check_encoding(encoding, records.COMPRESSION_NONE)
         self._image_shape = tuple(int(d) for d in image_shape)
         self._encoding = encoding
+        self._progress_dir = progress_dir
+        self._written = ProgressLog(progress_dir, PROGRESS_WRITTEN) if progress_dir else None
 
     def encode(self, value) -> bytes:
-        return records.encode_packed(value, self._image_shape, self._encoding)
+        encoded = records.encode_packed(value, self._image_shape, self._encoding)
+        if self._written is not None:
+            self._written.add(1)
+        return encoded
 
     def decode(self, encoded):
         raise NotImplementedError("ExampleCoder only writes; read records with data_prep.dataset")
@@ -329,10 +409,11 @@ class ExampleCoder(beam.coders.Coder):
         return True
 
     def __eq__(self, other):
-        return type(self) is type(other) and (self._image_shape, self._encoding) == (other._image_shape, other._encoding)
+        return type(self) is type(other) and (self._image_shape, self._encoding, self._progress_dir) == (
+            other._image_shape, other._encoding, other._progress_dir)
 
     def __hash__(self):
-        return hash((type(self), self._image_shape, self._encoding))
+        return hash((type(self), self._image_shape, self._encoding, self._progress_dir))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,9 +439,11 @@ class _HashingReader:
             pass
 
 
-def describe_shard(path: str, compression: str) -> dict[str, Any]:
+def describe_shard(path: str, compression: str, progress: ProgressLog | None = None) -> dict[str, Any]:
     """One pass over a finished shard: split, relative name, record count, bytes, sha256, and the
-    order-independent digest of its records (summed per split into the manifest)."""
+    order-independent digest of its records (summed per split into the manifest).
+
+    `progress` (local runs) receives the number of records hashed."""
     name = uri_lib.basename(path)
     n_records = 0
     digest = 0
@@ -370,6 +453,8 @@ def describe_shard(path: str, compression: str) -> dict[str, Any]:
             n_records += 1
             digest = records.combine_digests(digest, records.record_digest(record))
         reader.drain()
+    if progress is not None:
+        progress.add(n_records)
     return {
         "split": name.split("-", 1)[0],
         "name": name,
@@ -381,17 +466,21 @@ def describe_shard(path: str, compression: str) -> dict[str, Any]:
 
 
 class DescribeShards(beam.PTransform):
-    """Finished shard paths -> one list of shard descriptions (hashing runs on the workers)."""
+    """Finished shard paths -> one list of shard descriptions (hashing runs on the workers).
 
-    def __init__(self, compression: str):
+    With `progress_dir` (local runs) the records hashed are reported there (ProgressLog).
+    """
+
+    def __init__(self, compression: str, progress_dir: str | None = None):
         super().__init__()
         self._compression = compression
+        self._progress = ProgressLog(progress_dir, PROGRESS_HASHED) if progress_dir else None
 
     def expand(self, paths):
         return (
             paths
             | "SpreadShards" >> beam.Reshuffle()
-            | "HashShard" >> beam.Map(describe_shard, self._compression)
+            | "HashShard" >> beam.Map(describe_shard, self._compression, self._progress)
             | "CollectShards" >> beam.combiners.ToList()
         )
 

@@ -184,6 +184,46 @@ def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
 
 
+def create_exclusive(uri: str, data: bytes) -> None:
+    """Create a file with this content only if nothing exists under that name yet.
+
+    The one primitive two processes can use to claim a name: locally the content goes to a
+    temporary file that is then hard-linked to `uri` (link fails if the name exists, and readers
+    never see a half-written file); where hard links are not supported, O_CREAT | O_EXCL. On GCS
+    the upload carries if_generation_match=0, which the service refuses when the object exists.
+
+    Raises:
+        FileExistsError: naming `uri`, when it already exists.
+    """
+    if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            _blob(uri).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed as exc:
+            raise FileExistsError(f"{uri} already exists") from exc
+        return
+    folder = os.path.dirname(os.path.abspath(uri))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(uri) + ".", suffix=".tmp", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, uri)
+        except FileExistsError:
+            raise FileExistsError(f"{uri} already exists") from None
+        except OSError:  # no hard links on this filesystem: exclusive create, then write
+            with open(uri, "xb") as fh:
+                fh.write(data)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def upload_file(local_path: str, uri: str) -> None:
     """Copy a local file to `uri` (gs:// or local)."""
     if is_gcs(uri):
@@ -240,6 +280,19 @@ def list_files(prefix: str) -> list[str]:
     return sorted(out)
 
 
+def list_children(prefix: str) -> list[str]:
+    """Names directly below a folder or gs:// prefix (files and sub-folders), sorted.
+
+    On GCS a "sub-folder" is the first path component of the objects below the prefix.
+    """
+    if is_gcs(prefix):
+        start = len(prefix.rstrip("/")) + 1
+        return sorted({u[start:].split("/", 1)[0] for u in list_files(prefix)})
+    if not os.path.isdir(prefix):
+        return []
+    return sorted(os.listdir(prefix))
+
+
 def is_empty_dir(prefix: str) -> bool:
     """True when a folder/prefix holds no files at all (or does not exist)."""
     return not list_files(prefix)
@@ -279,6 +332,36 @@ def delete(uri: str) -> None:
             pass
     elif os.path.exists(uri):
         os.remove(uri)
+
+
+def delete_if_unchanged(uri: str, expected: bytes) -> bool:
+    """Delete a file only while it still holds `expected`; True if it was deleted.
+
+    For taking over or releasing a lock file: another process may have replaced it since we read
+    it, and its file must survive. On GCS the delete carries if_generation_match, so a replacement
+    between our read and our delete is refused by the service; locally the window between the
+    comparison and the unlink is a few microseconds.
+    """
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        bucket, name = split_gcs(uri)
+        blob = storage_client().bucket(bucket).get_blob(name)
+        if blob is None or blob.download_as_bytes() != expected:
+            return False
+        try:
+            blob.delete(if_generation_match=blob.generation)
+        except (NotFound, PreconditionFailed):
+            return False
+        return True
+    try:
+        with open(uri, "rb") as fh:
+            if fh.read() != expected:
+                return False
+        os.remove(uri)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def delete_tree(prefix: str) -> None:

@@ -9,9 +9,7 @@ published reference, never as our result.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -20,8 +18,11 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
+
+from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, parse_config
+from data_prep.console import configure_console, import_quietly
 from data_prep.strict_fields import reject_unknown_keys
 
 LOG = logging.getLogger(__name__)
@@ -54,15 +55,15 @@ class BenchmarkConfig:
         include_tf_devices: List TensorFlow's devices in the fingerprint (imports TensorFlow).
     """
 
-    train_dir: str
-    output_dir: str
-    manifest: str = ""
+    train_dir: str = field(metadata={"path": "input"})
+    output_dir: str = field(metadata={"path": "output"})
+    manifest: str = field(default="", metadata={"path": "input"})
     warmup_records: int = 2
     warmup_steps: int = 0
     train_events: int = 0
     published_events: int = PUBLISHED_TRAIN_EVENTS
-    baseline: str = ""
-    reference_csv: str = ""
+    baseline: str = field(default="", metadata={"path": "input"})
+    reference_csv: str = field(default="", metadata={"path": "input"})
     include_tf_devices: bool = True
 
     def __post_init__(self) -> None:
@@ -412,33 +413,19 @@ def _json_safe(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- CLI
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per BenchmarkConfig field (underscores become dashes)."""
-    parser = argparse.ArgumentParser(prog="caloforge-benchmark", description=__doc__.splitlines()[0])
-    types = {"int": int, "str": str, "bool": _bool, "float": float}
-    for f in fields(BenchmarkConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = types[f.type if isinstance(f.type, str) else f.type.__name__]
-        if f.default is dataclasses.MISSING:
-            parser.add_argument(flag, type=kind, required=True)
-        else:
-            parser.add_argument(flag, type=kind, default=f.default)
-    return parser
+def build_parser() -> ConfigArgumentParser:
+    """One flag per BenchmarkConfig field (underscores become dashes; booleans --x/--no-x)."""
+    return build_config_parser(BenchmarkConfig, prog="caloforge benchmark", description=__doc__.splitlines()[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: collect and print the headline figures as one JSON line."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = BenchmarkConfig(**vars(build_parser().parse_args(argv)))
+    parser = build_parser()
+    add_verbose_flag(parser)
+    config, args = parse_config(parser, BenchmarkConfig, argv)
+    configure_console(args.verbose)
+    if config.include_tf_devices:
+        import_quietly("tensorflow", args.verbose)
     result = collect(config)
     print(json.dumps({k: result.get(k) for k in ("showers_per_second", "seconds_per_step", "output")}))
     return 0

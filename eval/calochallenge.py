@@ -1,4 +1,4 @@
-"""CaloChallenge-2022-style sample comparisons: separation power, classifier AUC/JSD, FPD and KPD.
+"""CaloChallenge-2022 sample comparisons: separation power, classifier AUC/JSD, FPD and KPD.
 
 All functions take plain numpy feature tables (rows = events, columns = high-level features) so
 they can compare any two samples: generated vs Monte Carlo, or Monte Carlo vs an independent Monte
@@ -7,12 +7,14 @@ Carlo sample (the noise floor every figure must be read against).
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-LN2 = math.log(2.0)
+# The classifier test lives in eval.classifier; these names are part of this module's interface.
+from eval.classifier import ClassifierConfig, ClassifierResult, classifier_test, roc_auc  # noqa: F401  (re-exported entry points)
 
 
 # --------------------------------------------------------------------------- separation power
@@ -83,250 +85,261 @@ def feature_separation_powers(
     return out
 
 
-# --------------------------------------------------------------------------- classifier
-@dataclass
-class ClassifierResult:
-    """Held-out performance of a real-vs-generated classifier.
+# --------------------------------------------------------------------------- FPD / KPD (jetnet)
+# CaloChallenge 2022 computes FPD and KPD with jetnet (jetnet.evaluation.fpd / kpd, arXiv:2211.10295)
+# on its high-level features, incident energy included. The functions below follow jetnet's
+# algorithm step by step, with its defaults and its random draws (the same numpy Generator calls
+# in the same order), so that on the same feature tables they give jetnet's numbers to float
+# round-off. They differ only in how the arithmetic is organised: a batch drawn with replacement
+# is summarised by how often it drew each event (``np.bincount``), so a batch of 50,000 draws
+# from 2,000 events costs O(2,000) instead of O(50,000) and the kernel matrices of KPD are
+# computed once per sample instead of once per batch. jetnet itself is not a dependency (it needs
+# torch).
+
+JETNET_FPD_MIN_SAMPLES = 20_000
+JETNET_FPD_MAX_SAMPLES = 50_000
+JETNET_FPD_NUM_BATCHES = 20
+JETNET_FPD_NUM_POINTS = 10
+JETNET_KPD_NUM_BATCHES = 10
+JETNET_KPD_BATCH_SIZE = 5_000
+JETNET_SEED = 42
+# jetnet's KPD error is half the spread between these percentiles of the batch values
+# (scipy.stats.iqr(vals, rng=(16.275, 83.725)) / 2): the +-1 sigma quantiles of a Gaussian.
+KPD_ERROR_PERCENTILES = (16.275, 83.725)
+
+
+class DistanceResult(NamedTuple):
+    """FPD or KPD as jetnet returns it: ``(value, error)``, in normalised-feature units.
 
     Attributes:
-        auc: Area under the ROC curve on the held-out half (0.5 = indistinguishable).
-        bce: Mean binary cross-entropy on the held-out half, in nats.
-        jsd: (ln 2 - bce) / ln 2, an estimate of the Jensen-Shannon divergence in bits; ~0 when
-            the samples cannot be told apart (it can be slightly negative from overfitting).
-        n_train: Events per class used for training.
-        n_test: Events per class used for testing.
-    """
-
-    auc: float
-    bce: float
-    jsd: float
-    n_train: int
-    n_test: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve from the Mann-Whitney rank statistic, ties counted as one half."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"roc_auc needs both classes, got {n_pos} positives and {n_neg} negatives")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty_like(scores)
-    # Average ranks over ties so a constant classifier scores exactly 0.5.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def _quadratic_expand(x: np.ndarray) -> np.ndarray:
-    """Append the squared (standardised) features so a linear model also sees width changes.
-
-    Squares only, not all pairwise products: with d ~ 16 features the full quadratic set has
-    ~150 weights and overfits the few hundred events a CPU evaluation uses (held-out BCE above
-    ln 2 for identical samples); squares keep 2 d weights.
-    """
-    return np.concatenate([x, x * x], axis=1)
-
-
-def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 50) -> np.ndarray:
-    """L2-regularised logistic regression by Newton's method (IRLS): deterministic, no tuning."""
-    xb = np.concatenate([np.ones((x.shape[0], 1)), x], axis=1)
-    w = np.zeros(xb.shape[1])
-    reg = np.full(xb.shape[1], l2 * x.shape[0])
-    reg[0] = 0.0  # do not shrink the bias
-    for _ in range(max_iter):
-        z = np.clip(xb @ w, -30, 30)
-        p = 1.0 / (1.0 + np.exp(-z))
-        grad = xb.T @ (p - y) + reg * w
-        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(reg) + 1e-9 * np.eye(xb.shape[1])
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-8:
-            break
-    return w
-
-
-def classifier_test(
-    real: np.ndarray,
-    generated: np.ndarray,
-    seed: int = 0,
-    test_fraction: float = 0.5,
-    l2: float = 1e-2,
-    quadratic: bool = True,
-) -> ClassifierResult:
-    """Train a logistic-regression classifier (features and their squares) to tell real from generated.
-
-    Both classes are cut to the same size so that chance-level BCE is ln 2. Features are
-    standardised with the training half's statistics. The model is deliberately simple and
-    deterministic (Newton's method from zero weights, a seeded split), so two runs on the same
-    data and machine agree exactly (another CPU's BLAS kernels may move the last bits).
-
-    Args:
-        real: Feature table of real events, (n, d); rows with non-finite values are dropped.
-        generated: Feature table of generated events, (m, d).
-        seed: Seed of the subsampling and train/test split.
-        test_fraction: Fraction of each class held out for the AUC/BCE.
-        l2: L2 penalty per event.
-        quadratic: Include the squared features.
-
-    Returns:
-        ClassifierResult with AUC, BCE and JSD on the held-out events.
-
-    Raises:
-        ValueError: if feature dimensions differ or fewer than 10 events per class remain.
-    """
-    real = np.asarray(real, dtype=np.float64)
-    generated = np.asarray(generated, dtype=np.float64)
-    if real.ndim != 2 or generated.ndim != 2 or real.shape[1] != generated.shape[1]:
-        raise ValueError(f"feature tables must be 2-D with equal widths, got {real.shape} and {generated.shape}")
-    real = real[np.all(np.isfinite(real), axis=1)]
-    generated = generated[np.all(np.isfinite(generated), axis=1)]
-    n = min(len(real), len(generated))
-    if n < 10:
-        raise ValueError(f"classifier_test needs >= 10 finite events per class, got {len(real)} and {len(generated)}")
-    rng = np.random.default_rng(seed)
-    real = real[rng.permutation(len(real))[:n]]
-    generated = generated[rng.permutation(len(generated))[:n]]
-    n_test = max(1, int(round(n * test_fraction)))
-    n_train = n - n_test
-    x_train = np.concatenate([real[:n_train], generated[:n_train]])
-    y_train = np.concatenate([np.ones(n_train), np.zeros(n_train)])
-    x_test = np.concatenate([real[n_train:], generated[n_train:]])
-    y_test = np.concatenate([np.ones(n_test), np.zeros(n_test)])
-    mu, sd = x_train.mean(axis=0), x_train.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
-    if quadratic:
-        x_train, x_test = _quadratic_expand(x_train), _quadratic_expand(x_test)
-    w = _fit_logistic(x_train, y_train, l2)
-    z = np.concatenate([np.ones((len(x_test), 1)), x_test], axis=1) @ w
-    p = np.clip(1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), 1e-7, 1 - 1e-7)
-    bce = float(-np.mean(y_test * np.log(p) + (1 - y_test) * np.log(1 - p)))
-    return ClassifierResult(
-        auc=roc_auc(y_test, z), bce=bce, jsd=(LN2 - bce) / LN2, n_train=n_train, n_test=n_test
-    )
-
-
-# --------------------------------------------------------------------------- FPD / KPD
-@dataclass
-class DistanceResult:
-    """A distance between two samples with its uncertainty, both also given x 1e3 as published.
-
-    Attributes:
-        value: The distance in normalised-feature units.
-        error: Its statistical uncertainty (fit error for FPD, standard error of batches for KPD).
-        value_x1e3: value * 1e3, the unit CaloChallenge tables use.
-        error_x1e3: error * 1e3.
+        value: FPD: intercept of the 1/N fit; KPD: median of the batch MMD^2 values.
+        error: FPD: standard error of the intercept from the fit; KPD: half the 16-84 % spread
+            of the batch values. Both describe the resampling of the two given samples, not the
+            spread between independent samples of the same size (the verdict gets that from
+            Monte Carlo replicas).
     """
 
     value: float
     error: float
-    value_x1e3: float
-    error_x1e3: float
 
-    @classmethod
-    def of(cls, value: float, error: float) -> "DistanceResult":
-        return cls(float(value), float(error), float(value) * 1e3, float(error) * 1e3)
+    @property
+    def value_x1e3(self) -> float:
+        """The value x 1e3, the unit of the CaloChallenge tables."""
+        return self.value * 1e3
+
+    @property
+    def error_x1e3(self) -> float:
+        return self.error * 1e3
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"value": self.value, "error": self.error, "value_x1e3": self.value_x1e3, "error_x1e3": self.error_x1e3}
 
 
 def _finite_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"feature tables must be 2-D (events, features), got shape {x.shape}")
     return x[np.all(np.isfinite(x), axis=1)]
 
 
-def normalise_features(real: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardise both tables with the *real* sample's mean and standard deviation.
+def _checked_pair(real: np.ndarray, generated: np.ndarray, need: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Finite rows of both tables; ValueError naming ``what`` if widths differ or too few rows remain.
 
-    Using the reference statistics for both keeps the scale fixed whatever the generator does.
+    jetnet would propagate NaN into the result; rows with a non-finite feature (e.g. the moments
+    of an empty shower) are dropped here instead, and the empty fraction is judged on its own.
     """
     real, generated = _finite_rows(real), _finite_rows(generated)
-    mu, sd = real.mean(axis=0), real.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    return (real - mu) / sd, (generated - mu) / sd
+    if real.shape[1] != generated.shape[1]:
+        raise ValueError(f"{what}: feature tables must have equal widths, got {real.shape[1]} and {generated.shape[1]}")
+    if min(len(real), len(generated)) < need:
+        raise ValueError(f"{what} needs at least {need} finite events per sample, got {len(real)} and {len(generated)}")
+    return real, generated
+
+
+def feature_scale(real: np.ndarray) -> np.ndarray:
+    """jetnet's normaliser: the real sample's per-feature max |x| (1 where a feature is all zero)."""
+    maxes = np.max(np.abs(real), axis=0)
+    return np.where(maxes == 0, 1.0, maxes)
+
+
+def normalise_features(real: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Divide both tables by the *real* sample's per-feature max |x|, without centring (jetnet).
+
+    Using the real sample's scale for both keeps it fixed whatever the generator does; not
+    centring is jetnet's choice and part of what makes the numbers comparable with the
+    CaloChallenge tables (the Frechet distance does not depend on a common shift, the polynomial
+    kernel does).
+    """
+    real, generated = _finite_rows(real), _finite_rows(generated)
+    scale = feature_scale(real)
+    return real / scale, generated / scale
 
 
 def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
-    vals, vecs = np.linalg.eigh((a + a.T) / 2.0)
-    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+    """Square root of symmetric positive semi-definite matrices (one, or a stack along axis 0)."""
+    vals, vecs = np.linalg.eigh((a + np.swapaxes(a, -1, -2)) / 2.0)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))[..., None, :]) @ np.swapaxes(vecs, -1, -2)
+
+
+def frechet_from_moments(mu_x: np.ndarray, s_x: np.ndarray, mu_y: np.ndarray, s_y: np.ndarray) -> np.ndarray:
+    """Frechet distance ``|mu_x - mu_y|^2 + Tr(S_x + S_y - 2 (S_x S_y)^(1/2))`` of two Gaussians.
+
+    Tr (S_x S_y)^(1/2) is computed as the trace of the symmetric (S_x^(1/2) S_y S_x^(1/2))^(1/2),
+    which has the same eigenvalues and needs only eigen-decompositions (no scipy.linalg.sqrtm).
+    Means (..., d) and covariances (..., d, d) may carry leading batch axes: one distance per
+    pair, computed together.
+    """
+    s_x, s_y = np.asarray(s_x, dtype=np.float64), np.asarray(s_y, dtype=np.float64)
+    if s_x.ndim < 2:
+        s_x, s_y = s_x.reshape(1, 1), s_y.reshape(1, 1)
+    root_x = _sqrtm_psd(s_x)
+    middle = root_x @ s_y @ root_x
+    eig = np.linalg.eigvalsh((middle + np.swapaxes(middle, -1, -2)) / 2.0)
+    tr_covmean = np.sum(np.sqrt(np.clip(eig, 0.0, None)), axis=-1)
+    diff = np.atleast_1d(mu_x) - np.atleast_1d(mu_y)
+    trace = np.trace(s_x, axis1=-2, axis2=-1) + np.trace(s_y, axis1=-2, axis2=-1)
+    return np.sum(diff * diff, axis=-1) + trace - 2.0 * tr_covmean
 
 
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Frechet distance between Gaussian fits of two samples (rows = events).
+    """Frechet distance between Gaussian fits of two samples (rows = events)."""
+    return float(frechet_from_moments(x.mean(axis=0), np.cov(x, rowvar=False), y.mean(axis=0), np.cov(y, rowvar=False)))
 
-    ``|mu_x - mu_y|^2 + Tr(S_x + S_y - 2 (S_x S_y)^(1/2))``; the trace of the matrix square root
-    is computed as that of the symmetric ``(S_x^(1/2) S_y S_x^(1/2))^(1/2)``, which needs only
-    eigen-decompositions (no scipy) and stays real.
+
+def fpd_batch_sizes(min_samples: int, max_samples: int, num_points: int) -> np.ndarray:
+    """jetnet's batch sizes: ``num_points`` sizes evenly spaced in 1/N, truncated to int32."""
+    return (1 / np.linspace(1.0 / min_samples, 1.0 / max_samples, num_points)).astype("int32")
+
+
+def fit_line_nonnegative(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares line ``y = a + b x`` with a >= 0 and b >= 0, and the standard error of a.
+
+    This is what jetnet gets from ``scipy.optimize.curve_fit(linear, x, y, bounds=([0, 0],
+    [inf, inf]))``, solved exactly instead of iteratively: the minimum of a convex quadratic over
+    the quadrant lies at the unconstrained minimum of the interior or of one of its faces, so
+    the best feasible candidate among those four is the solution. The error is curve_fit's:
+    sqrt of [(J^T J)^-1]_00 * SSE / (M - 2) with J = [1, x], evaluated at the bounded solution.
+
+    Returns:
+        (intercept, slope, intercept_error).
     """
-    mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
-    s_x = np.atleast_2d(np.cov(x, rowvar=False))
-    s_y = np.atleast_2d(np.cov(y, rowvar=False))
-    root_x = _sqrtm_psd(s_x)
-    middle = root_x @ s_y @ root_x
-    vals = np.linalg.eigvalsh((middle + middle.T) / 2.0)
-    tr_covmean = float(np.sum(np.sqrt(np.clip(vals, 0.0, None))))
-    return float(np.sum((mu_x - mu_y) ** 2) + np.trace(s_x) + np.trace(s_y) - 2.0 * tr_covmean)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    m = x.size
+    candidates = []
+    design = np.stack([np.ones_like(x), x], axis=1)
+    free = np.linalg.lstsq(design, y, rcond=None)[0]
+    candidates.append((float(free[0]), float(free[1])))
+    candidates.append((0.0, float(x @ y / (x @ x)) if x @ x > 0 else 0.0))  # intercept fixed at 0
+    candidates.append((float(y.mean()), 0.0))  # slope fixed at 0
+    candidates.append((0.0, 0.0))
+    feasible = [(a, b) for a, b in candidates if a >= 0 and b >= 0]
+    a, b = min(feasible, key=lambda ab: float(np.sum((y - ab[0] - ab[1] * x) ** 2)))
+    if m <= 2:
+        return a, b, float("inf")
+    sse = float(np.sum((y - a - b * x) ** 2))
+    cov = np.linalg.pinv(design.T @ design) * sse / (m - 2)
+    return a, b, math.sqrt(max(float(cov[0, 0]), 0.0))
+
+
+def _draw_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """One jetnet batch (``rng.choice(n, size=size)``, with replacement) as counts per event."""
+    return np.bincount(rng.choice(n, size=size), minlength=n).astype(np.float64)
 
 
 def fpd(
     real: np.ndarray,
     generated: np.ndarray,
-    seed: int = 0,
-    min_samples: int | None = None,
-    n_points: int = 5,
-    n_repeats: int = 4,
+    min_samples: int = JETNET_FPD_MIN_SAMPLES,
+    max_samples: int = JETNET_FPD_MAX_SAMPLES,
+    num_batches: int = JETNET_FPD_NUM_BATCHES,
+    num_points: int = JETNET_FPD_NUM_POINTS,
+    normalise: bool = True,
+    seed: int = JETNET_SEED,
 ) -> DistanceResult:
-    """Frechet physics distance extrapolated to infinite sample size.
+    """Frechet physics distance as jetnet (and through it CaloChallenge) computes it.
 
-    The Frechet distance of finite samples is biased upwards roughly like a + b / N. It is
-    measured at ``n_points`` sample sizes from ``min_samples`` to the largest available (averaged
-    over ``n_repeats`` random subsamples each) and fitted linearly in 1/N; the intercept at
-    1/N = 0 is the result and the fit's standard error its uncertainty.
+    Both tables are divided by the real sample's per-feature max |x|. For each of ``num_points``
+    batch sizes N evenly spaced in 1/N between ``min_samples`` and ``max_samples``, the Frechet
+    distance of ``num_batches`` pairs of batches drawn with replacement is averaged; a line in
+    1/N with intercept and slope bounded at 0 is fitted, and its intercept (the distance at
+    infinite N) and the intercept's fit error are returned. Batches may be larger than the
+    samples: then the intercept measures the two samples as they are, finite-sample bias
+    included (which the Monte Carlo noise floor shows).
 
     Args:
-        real: Real feature table (n, d).
+        real: Real feature table (n, d); rows with a non-finite value are dropped.
         generated: Generated feature table (m, d).
-        seed: Seed of the subsampling.
-        min_samples: Smallest sample size of the fit (default: half the largest).
-        n_points: Number of sample sizes in the fit.
-        n_repeats: Subsamples averaged per size.
+        min_samples, max_samples, num_batches, num_points, normalise, seed: jetnet's parameters
+            and defaults (CaloChallenge's evaluation passes ``min_samples=10000``).
 
     Returns:
-        DistanceResult (value, error, and both x 1e3).
+        DistanceResult ``(value, error)``; ``value_x1e3`` is the unit of the published tables.
 
     Raises:
-        ValueError: if fewer than 2 * d + 2 finite events remain in either sample.
+        ValueError: on unequal widths, fewer than 2 finite events, or bad sizes.
     """
-    x, y = normalise_features(real, generated)
-    d = x.shape[1]
-    n_max = min(len(x), len(y))
-    if n_max < 2 * d + 2:
-        raise ValueError(f"fpd needs at least {2 * d + 2} finite events per sample for {d} features, got {n_max}")
-    n_min = min_samples if min_samples is not None else max(d + 2, n_max // 2)
-    n_min = int(min(max(n_min, d + 2), n_max))
-    sizes = np.unique(np.linspace(n_min, n_max, n_points).astype(int))
+    x, y = _checked_pair(real, generated, 2, "fpd")
+    if not (1 < min_samples <= max_samples) or num_points < 1 or num_batches < 1:
+        raise ValueError(
+            f"fpd needs 1 < min_samples <= max_samples and num_points, num_batches >= 1; got "
+            f"{min_samples}, {max_samples}, {num_points}, {num_batches}"
+        )
+    scale = feature_scale(x) if normalise else np.ones(x.shape[1])
+    batches = fpd_batch_sizes(min_samples, max_samples, num_points)
+    draws = fpd_draws(len(x), len(y), min_samples, max_samples, num_points, num_batches, seed)
+    return fpd_from_draws(x, y, scale, batches, draws)
+
+
+@functools.lru_cache(maxsize=4)
+def fpd_draws(
+    n_x: int, n_y: int, min_samples: int, max_samples: int, num_points: int, num_batches: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """jetnet's FPD batches as counts: (n_x, P * B) and (n_y, P * B), in jetnet's draw order.
+
+    They depend only on the sample sizes, the settings and the seed, so they are drawn once and
+    reused by every comparison of equal sizes (the Monte Carlo replicas); read-only.
+    """
+    batches = fpd_batch_sizes(min_samples, max_samples, num_points)
     rng = np.random.default_rng(seed)
-    means = []
-    for size in sizes:
-        vals = [
-            frechet_distance(x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)])
-            for _ in range(n_repeats)
-        ]
-        means.append(np.mean(vals))
-    inv = 1.0 / sizes.astype(np.float64)
-    means = np.asarray(means)
-    if len(sizes) < 3:
-        return DistanceResult.of(means[-1], float(np.std(means)) if len(means) > 1 else 0.0)
-    coeffs, cov = np.polyfit(inv, means, 1, cov=True)
-    return DistanceResult.of(coeffs[1], math.sqrt(max(cov[1, 1], 0.0)))
+    cx = np.empty((n_x, len(batches) * num_batches))
+    cy = np.empty((n_y, len(batches) * num_batches))
+    k = 0
+    for size in batches:
+        for _ in range(num_batches):
+            cx[:, k] = _draw_counts(rng, n_x, int(size))
+            cy[:, k] = _draw_counts(rng, n_y, int(size))
+            k += 1
+    cx.setflags(write=False)
+    cy.setflags(write=False)
+    return cx, cy
+
+
+def _weighted_moments(x: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means (K, d) and covariances (K, d, d) of K batches given as event counts (n, K)."""
+    total = counts.sum(axis=0)
+    mu = (counts.T @ x) / total[:, None]
+    outer = (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+    second = (counts.T @ outer).reshape(len(total), x.shape[1], x.shape[1])
+    cov = (second - total[:, None, None] * mu[:, :, None] * mu[:, None, :]) / (total - 1.0)[:, None, None]
+    return mu, cov
+
+
+def fpd_from_draws(
+    x: np.ndarray, y: np.ndarray, scale: np.ndarray, batches: np.ndarray, draws: tuple[np.ndarray, np.ndarray]
+) -> DistanceResult:
+    """The FPD of unnormalised tables x, y with the per-feature ``scale`` and precomputed draws."""
+    # Centre on the real sample's mean before forming second moments: the covariance does not
+    # change, and the subtraction of mu mu^T loses no digits to a large common offset.
+    centre = x.mean(axis=0)
+    xs, ys = (x - centre) / scale, (y - centre) / scale
+    mu_x, cov_x = _weighted_moments(xs, draws[0])
+    mu_y, cov_y = _weighted_moments(ys, draws[1])
+    num_batches = draws[0].shape[1] // len(batches)
+    values = frechet_from_moments(mu_x, cov_x, mu_y, cov_y)
+    means = values.reshape(len(batches), num_batches).mean(axis=1)
+    intercept, _, error = fit_line_nonnegative(1 / batches, means)
+    return DistanceResult(intercept, error)
 
 
 def _poly_kernel(a: np.ndarray, b: np.ndarray, degree: int) -> np.ndarray:
@@ -346,48 +359,110 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int = 4) -> float:
     return float(sxx + syy - 2.0 * kxy.mean())
 
 
+@functools.lru_cache(maxsize=4)
+def kpd_draws(n_x: int, n_y: int, num_batches: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """jetnet's KPD batches as counts (n_x, B) and (n_y, B): batch i from default_rng(seed + 1000 i); read-only."""
+    cx = np.empty((n_x, num_batches))
+    cy = np.empty((n_y, num_batches))
+    for i in range(num_batches):
+        rng = np.random.default_rng(seed + i * 1000)
+        cx[:, i] = _draw_counts(rng, n_x, batch_size)
+        cy[:, i] = _draw_counts(rng, n_y, batch_size)
+    cx.setflags(write=False)
+    cy.setflags(write=False)
+    return cx, cy
+
+
+def _kernel_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a.b/d + 1)^4 for every pair of rows, computed in place."""
+    k = a @ b.T
+    k /= a.shape[1]
+    k += 1.0
+    np.square(k, out=k)
+    np.square(k, out=k)
+    return k
+
+
+def _kernel_quadratic_forms(
+    a: np.ndarray, b: np.ndarray | None, ca: np.ndarray, cb: np.ndarray | None, block: int = 1024
+) -> np.ndarray:
+    """c_a[:, k]^T K(a, b) c_b[:, k] for every batch k, with K = (a.b/d + 1)^4, in blocks.
+
+    Blocks bound the memory to block x block kernel values whatever the sample size. With
+    ``b`` None the form is c_a^T K(a, a) c_a, and only the blocks on and above the diagonal are
+    computed (K is symmetric), which saves a third of KPD's time.
+    """
+    out = np.zeros(ca.shape[1])
+    starts = range(0, len(a), block)
+    if b is None:
+        for i in starts:
+            for j in starts:
+                if j < i:
+                    continue
+                k = _kernel_block(a[i : i + block], a[j : j + block])
+                form = np.einsum("ik,ik->k", ca[i : i + block], k @ ca[j : j + block])
+                out += form if i == j else 2.0 * form
+        return out
+    for i in starts:
+        out += np.einsum("ik,ik->k", ca[i : i + block], _kernel_block(a[i : i + block], b) @ cb)
+    return out
+
+
+def kpd_from_draws(x: np.ndarray, y: np.ndarray, draws: tuple[np.ndarray, np.ndarray]) -> DistanceResult:
+    """KPD of already normalised tables x, y over batches given as counts (jetnet's estimator).
+
+    jetnet evaluates the unbiased estimator on each drawn batch as an array, so an event drawn
+    twice counts as two different events: the within-sample sum is sum_ij c_i c_j k_ij minus
+    the diagonal sum_i c_i k_ii. The same is computed here from the counts.
+    """
+    cx, cy = draws
+    n = cx.sum(axis=0)
+    m = cy.sum(axis=0)
+    d = x.shape[1]
+    diag_x = (np.einsum("ij,ij->i", x, x) / d + 1.0) ** 4
+    diag_y = (np.einsum("ij,ij->i", y, y) / d + 1.0) ** 4
+    sxx = (_kernel_quadratic_forms(x, None, cx, None) - diag_x @ cx) / (n * (n - 1))
+    syy = (_kernel_quadratic_forms(y, None, cy, None) - diag_y @ cy) / (m * (m - 1))
+    sxy = _kernel_quadratic_forms(x, y, cx, cy) / (n * m)
+    values = sxx + syy - 2.0 * sxy
+    lo, hi = np.percentile(values, KPD_ERROR_PERCENTILES)
+    return DistanceResult(float(np.median(values)), float(hi - lo) / 2.0)
+
+
 def kpd(
     real: np.ndarray,
     generated: np.ndarray,
-    seed: int = 0,
-    batch_size: int = 1000,
-    n_batches: int = 10,
-    degree: int = 4,
+    num_batches: int = JETNET_KPD_NUM_BATCHES,
+    batch_size: int = JETNET_KPD_BATCH_SIZE,
+    normalise: bool = True,
+    seed: int = JETNET_SEED,
 ) -> DistanceResult:
-    """Kernel physics distance: unbiased MMD^2 (polynomial kernel) averaged over random batches.
+    """Kernel physics distance as jetnet (and through it CaloChallenge) computes it.
+
+    Both tables are divided by the real sample's per-feature max |x|. Each of ``num_batches``
+    batches draws ``batch_size`` events with replacement from each sample (batch i from
+    ``default_rng(seed + 1000 i)``) and evaluates the unbiased MMD^2 with the kernel
+    ``(x.y/d + 1)^4``; the result is the median over batches and half the spread between
+    their 16.275 and 83.725 percentiles.
 
     Args:
-        real: Real feature table (n, d).
+        real: Real feature table (n, d); rows with a non-finite value are dropped.
         generated: Generated feature table (m, d).
-        seed: Seed of the batch draws.
-        batch_size: Events per sample in each batch (capped at half of each sample).
-        n_batches: Number of batches; the error is their spread over sqrt(disjoint batches).
-        degree: Polynomial kernel degree (4 as in CaloChallenge).
+        num_batches, batch_size, normalise, seed: jetnet's parameters and defaults
+            (CaloChallenge's evaluation passes ``batch_size=10000``).
 
     Returns:
-        DistanceResult with the mean MMD^2 and its standard error.
+        DistanceResult ``(median, error)``; ``value_x1e3`` is the unit of the published tables.
 
     Raises:
-        ValueError: if fewer than 4 finite events remain in a sample.
+        ValueError: on unequal widths, fewer than 2 finite events, or bad sizes.
     """
-    x, y = normalise_features(real, generated)
-    # At most half of each sample per batch, so that batches differ and their spread is an error.
-    size = min(batch_size, len(x) // 2, len(y) // 2)
-    if size < 4:
-        raise ValueError(f"kpd needs at least 8 finite events per sample, got {len(x)} and {len(y)}")
-    rng = np.random.default_rng(seed)
-    vals = np.array(
-        [
-            mmd2_unbiased(x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)], degree)
-            for _ in range(n_batches)
-        ]
-    )
-    # The batches overlap (each holds up to half of every sample), so they are not independent:
-    # dividing their spread by sqrt(n_batches) would understate the error. Divide instead by the
-    # square root of the number of disjoint batches the samples could hold.
-    independent = max(1, min(len(x), len(y)) // size)
-    err = float(vals.std(ddof=1) / math.sqrt(min(independent, len(vals)))) if len(vals) > 1 else 0.0
-    return DistanceResult.of(vals.mean(), err)
+    x, y = _checked_pair(real, generated, 2, "kpd")
+    if num_batches < 1 or batch_size < 2:
+        raise ValueError(f"kpd needs num_batches >= 1 and batch_size >= 2, got {num_batches} and {batch_size}")
+    if normalise:
+        x, y = normalise_features(x, y)
+    return kpd_from_draws(x, y, kpd_draws(len(x), len(y), num_batches, batch_size, seed))
 
 
 def table_to_matrix(table: dict[str, np.ndarray], names: list[str] | None = None) -> np.ndarray:

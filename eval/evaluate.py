@@ -4,7 +4,9 @@ Method. The Monte Carlo test split is shuffled (seeded) and cut in two halves A 
 generator receives half B's energies and angles, so the generated sample and MC half B have the
 same conditions and the same size. Every metric is computed twice against the same reference
 (half A): generated vs A, and B vs A. The second is the noise floor: what a perfect generator would
-score with this many events. The verdict compares the two (metrics.Tolerances).
+score with this many events. Re-drawing the two halves from their union gives the floor's spread
+(eval/null_model.py), and the verdict allows each metric its floor plus k standard deviations
+(eval/verdict.py, rules in eval/thresholds/default.yaml).
 
 Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
 Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
@@ -13,24 +15,26 @@ so a reader that finds metrics.json finds a complete evaluation.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import logging
 import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, choices_field, parse_config
+from data_prep.console import configure_console, import_quietly
+from data_prep.manifest import SPLITS
+from data_prep.strict_fields import reject_unknown_keys
 from eval import calochallenge as cc
 from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
-from eval.metrics import BinningConfig, Tolerances, compare_physics, verdict
-from eval.report import build_figures, render_html
-from data_prep.strict_fields import reject_unknown_keys
+from eval.metrics import BinningConfig, compare_physics
+from eval.null_model import resplit_replicas
+from eval.verdict import Thresholds, load_thresholds, null_statistics, verdict
 
 LOG = logging.getLogger(__name__)
 
@@ -46,42 +50,39 @@ class EvalConfig:
         generator_dir: Folder of the exported generator (trainer output ``generator/``).
         output_dir: Folder (local or gs://) for metrics.json, report.html and plots/.
         max_events: Test events to use (0 = the whole test split).
-        seed: Seed of the A/B split, the generator noise and the classifier/FPD/KPD draws.
+        seed: Seed of the A/B split, the generator noise, the classifiers and the noise-floor
+            replicas (FPD and KPD draw with jetnet's seed 42, as CaloChallenge's numbers do).
         batch_size: Generator batch size.
         split: Dataset split holding the Monte Carlo reference.
         hit_threshold_gev: Hit threshold in GeV of deposited energy (0.015 raw units at 3e-4).
-        energy_centres: Explicit energy-bin centres, GeV (empty = equal-population bins).
+        energy_centres: Explicit energy-bin centres, GeV, space- or comma-separated (empty =
+            equal-population bins).
         energy_half_width: Half width of explicit energy bins, GeV.
         n_energy_bins: Number of equal-population energy bins.
-        angle_centres_deg: Angle-bin centres, degrees.
+        angle_centres_deg: Angle-bin centres, degrees, space- or comma-separated.
         angle_half_width_rad: Angle-bin half width, radians.
         min_events_per_bin: Bins with fewer events in either sample are skipped.
         histogram_bins: Bins of the separation-power histograms.
-        classifier_l2: L2 penalty of the real-vs-generated logistic regression.
-        fpd_points: Sample sizes in the FPD extrapolation fit.
-        kpd_batch_size: Events per sample in each KPD batch.
-        kpd_batches: Number of KPD batches.
-        tol_factor: Multiple of the noise floor a check allows.
-        tol_sampling_fraction: Margin on the sampling-fraction mean relative error.
-        tol_shape: Margin on the shape mean relative error.
-        tol_moment: Margin on the moment mean relative error.
-        tol_angle: Margin on the measured-angle mean relative error.
-        tol_auc: Margin on |AUC - 0.5|.
-        tol_fpd_x1e3: Margin on FPD x 1e3.
-        tol_kpd_x1e3: Margin on KPD x 1e3.
-        tol_max_empty_fraction: Largest allowed fraction of empty generated showers.
-        tol_n_sigma: FPD/KPD thresholds also allow this many combined statistical errors.
+        fpd_min_samples: Smallest FPD batch (jetnet's min_samples; CaloChallenge passes 10000).
+            Batches are drawn with replacement and may exceed the sample.
+        fpd_max_samples: Largest FPD batch (jetnet's max_samples).
+        fpd_batches: FPD batches averaged per batch size (jetnet's num_batches).
+        fpd_points: Batch sizes in the FPD's 1/N fit (jetnet's num_points).
+        kpd_batch_size: Events per sample in each KPD batch (CaloChallenge passes 10000).
+        kpd_batches: Number of KPD batches (jetnet's num_batches).
+        thresholds: YAML file (local or gs://) with the verdict rules; empty means the packaged
+            eval/thresholds/default.yaml.
     """
 
-    data: str
-    generator_dir: str
-    output_dir: str
+    data: str = field(metadata={"path": "input"})
+    generator_dir: str = field(metadata={"path": "input"})
+    output_dir: str = field(metadata={"path": "output"})
     max_events: int = 0
     seed: int = 0
     batch_size: int = 64
-    split: str = "test"
+    split: str = choices_field("test", SPLITS)
     hit_threshold_gev: float = DEFAULT_HIT_THRESHOLD_GEV
-    # Binning and tolerance defaults come from eval.metrics' own dataclasses: one source.
+    # Binning defaults come from eval.metrics' own dataclass: one source.
     energy_centres: tuple[float, ...] = BinningConfig.energy_centres
     energy_half_width: float = BinningConfig.energy_half_width
     n_energy_bins: int = BinningConfig.n_energy_bins
@@ -89,20 +90,14 @@ class EvalConfig:
     angle_half_width_rad: float = BinningConfig.angle_half_width_rad
     min_events_per_bin: int = BinningConfig.min_events_per_bin
     histogram_bins: int = 40
-    classifier_l2: float = 1e-2
-    fpd_points: int = 5
-    kpd_batch_size: int = 1000
-    kpd_batches: int = 10
-    tol_factor: float = Tolerances.factor
-    tol_sampling_fraction: float = Tolerances.sampling_fraction
-    tol_shape: float = Tolerances.shape
-    tol_moment: float = Tolerances.moment
-    tol_angle: float = Tolerances.angle
-    tol_auc: float = Tolerances.auc
-    tol_fpd_x1e3: float = Tolerances.fpd_x1e3
-    tol_kpd_x1e3: float = Tolerances.kpd_x1e3
-    tol_max_empty_fraction: float = Tolerances.max_empty_fraction
-    tol_n_sigma: float = Tolerances.n_sigma
+    # FPD and KPD settings of CaloChallenge's evaluation (jetnet's defaults otherwise).
+    fpd_min_samples: int = 10_000
+    fpd_max_samples: int = cc.JETNET_FPD_MAX_SAMPLES
+    fpd_batches: int = cc.JETNET_FPD_NUM_BATCHES
+    fpd_points: int = cc.JETNET_FPD_NUM_POINTS
+    kpd_batch_size: int = 10_000
+    kpd_batches: int = cc.JETNET_KPD_NUM_BATCHES
+    thresholds: str = ""
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
@@ -113,8 +108,18 @@ class EvalConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.histogram_bins < 2:
             raise ValueError(f"histogram_bins must be >= 2, got {self.histogram_bins}")
+        if not 1 < self.fpd_min_samples <= self.fpd_max_samples:
+            raise ValueError(
+                f"fpd_min_samples and fpd_max_samples must satisfy 1 < min <= max, got "
+                f"{self.fpd_min_samples} and {self.fpd_max_samples}"
+            )
+        for name in ("fpd_batches", "fpd_points", "kpd_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.kpd_batch_size < 2:
+            raise ValueError(f"kpd_batch_size must be >= 2, got {self.kpd_batch_size}")
         self.binning()  # validates the binning fields
-        self.tolerances()  # validates the tolerance fields
+        self.verdict_rules()  # reads and validates the thresholds file before any work is done
 
     def binning(self) -> BinningConfig:
         return BinningConfig(
@@ -126,19 +131,9 @@ class EvalConfig:
             min_events_per_bin=self.min_events_per_bin,
         )
 
-    def tolerances(self) -> Tolerances:
-        return Tolerances(
-            factor=self.tol_factor,
-            sampling_fraction=self.tol_sampling_fraction,
-            shape=self.tol_shape,
-            moment=self.tol_moment,
-            angle=self.tol_angle,
-            auc=self.tol_auc,
-            fpd_x1e3=self.tol_fpd_x1e3,
-            kpd_x1e3=self.tol_kpd_x1e3,
-            max_empty_fraction=self.tol_max_empty_fraction,
-            n_sigma=self.tol_n_sigma,
-        )
+    def verdict_rules(self) -> Thresholds:
+        """The verdict rules of ``thresholds`` (the packaged default when empty)."""
+        return load_thresholds(self.thresholds)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -153,14 +148,29 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- array-level core
-def compare(reference: ShowerFeatures, candidate: ShowerFeatures, config: EvalConfig, seed: int) -> dict:
+def _classifier_metrics(prefix: str, real: np.ndarray, generated: np.ndarray, seed: int, notes: list[str]) -> dict:
+    """AUC, BCE, JSD and test size of one classifier test, NaN with a note when it cannot run."""
+    try:
+        r = cc.classifier_test(real, generated, seed=seed)
+        return {f"{prefix}_auc": r.auc, f"{prefix}_bce": r.bce, f"{prefix}_jsd": r.jsd,
+                f"{prefix}_auc_uncalibrated": r.auc_uncalibrated, f"{prefix}_n_test": float(r.n_test)}
+    except ValueError as err:
+        notes.append(f"{prefix} not computed: {err}")
+        return {f"{prefix}_{k}": float("nan") for k in ("auc", "bce", "jsd", "auc_uncalibrated", "n_test")}
+
+
+def compare(
+    reference: ShowerFeatures, candidate: ShowerFeatures, config: EvalConfig, seed: int, classifiers: bool = True
+) -> dict:
     """Every metric of one sample against the reference.
 
     Args:
         reference: Monte Carlo half A.
         candidate: Generated showers, or Monte Carlo half B for the noise floor.
         config: Evaluation settings.
-        seed: Seed of the classifier split and the FPD/KPD subsampling.
+        seed: Seed of the classifiers' splits and training (FPD and KPD use jetnet's seed 42).
+        classifiers: Train the two classifiers (the noise-floor replicas skip them: the AUC of
+            an uninformative classifier is known).
 
     Returns:
         ``{"physics": compare_physics output, "flat": {metric: float}, "notes": [str]}``. A metric
@@ -179,21 +189,21 @@ def compare(reference: ShowerFeatures, candidate: ShowerFeatures, config: EvalCo
     flat["cell_spectrum_sep_power"] = (
         cc.separation_power(ref_cells, cand_cells) if ref_cells.sum() > 0 and cand_cells.sum() > 0 else float("nan")
     )
-    x_ref, x_cand = cc.table_to_matrix(ref_table), cc.table_to_matrix(cand_table)
+    # Classifier, FPD and KPD read the high-level features with the conditions, as CaloChallenge's do.
+    x_ref = cc.table_to_matrix(reference.conditioned_table())
+    x_cand = cc.table_to_matrix(candidate.conditioned_table())
+    if classifiers:
+        flat.update(_classifier_metrics("classifier", x_ref, x_cand, seed, notes))
+        flat.update(_classifier_metrics("classifier_voxel", reference.voxel_table(), candidate.voxel_table(), seed, notes))
     try:
-        clf = cc.classifier_test(x_ref, x_cand, seed=seed, l2=config.classifier_l2)
-        flat.update(classifier_auc=clf.auc, classifier_bce=clf.bce, classifier_jsd=clf.jsd)
-    except ValueError as err:
-        notes.append(f"classifier not computed: {err}")
-        flat.update(classifier_auc=float("nan"), classifier_bce=float("nan"), classifier_jsd=float("nan"))
-    try:
-        f = cc.fpd(x_ref, x_cand, seed=seed, n_points=config.fpd_points)
+        f = cc.fpd(x_ref, x_cand, min_samples=config.fpd_min_samples, max_samples=config.fpd_max_samples,
+                   num_batches=config.fpd_batches, num_points=config.fpd_points)
         flat.update(fpd_x1e3=f.value_x1e3, fpd_err_x1e3=f.error_x1e3)
     except ValueError as err:
         notes.append(f"FPD not computed: {err}")
         flat.update(fpd_x1e3=float("nan"), fpd_err_x1e3=float("nan"))
     try:
-        k = cc.kpd(x_ref, x_cand, seed=seed, batch_size=config.kpd_batch_size, n_batches=config.kpd_batches)
+        k = cc.kpd(x_ref, x_cand, num_batches=config.kpd_batches, batch_size=config.kpd_batch_size)
         flat.update(kpd_x1e3=k.value_x1e3, kpd_err_x1e3=k.error_x1e3)
     except ValueError as err:
         notes.append(f"KPD not computed: {err}")
@@ -209,6 +219,96 @@ def split_halves(n_events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 GenerateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _checked_size(energy: np.ndarray) -> int:
+    n = int(np.shape(energy)[0])
+    if n < 2 * MIN_EVENTS_PER_HALF:
+        raise ValueError(
+            f"evaluation needs at least {2 * MIN_EVENTS_PER_HALF} Monte Carlo events "
+            f"({MIN_EVENTS_PER_HALF} per half), got {n}; raise max_events or use a larger test split"
+        )
+    return n
+
+
+@dataclass
+class MonteCarloFloor:
+    """The Monte Carlo halves and everything computed from them alone, reusable for any generator.
+
+    Attributes:
+        reference: Features of Monte Carlo half A (the reference of every comparison).
+        independent: Features of half B, whose conditions the generator receives.
+        noise: ``compare(A, B)``: the noise floor shown beside every figure.
+        null: Mean, sd and count of every metric over the noise floor and its replicas.
+        rules: The verdict rules in force.
+        mc_events: Monte Carlo events before the split.
+    """
+
+    reference: ShowerFeatures
+    independent: ShowerFeatures
+    noise: dict
+    null: dict
+    rules: Thresholds
+    mc_events: int
+
+
+def monte_carlo_floor(
+    ecal_raw: np.ndarray,
+    energy: np.ndarray,
+    theta: np.ndarray,
+    config: EvalConfig,
+    condition_angle: np.ndarray | None = None,
+) -> MonteCarloFloor:
+    """Split the Monte Carlo into halves A and B and measure the noise floor and its spread.
+
+    Args:
+        ecal_raw: Monte Carlo showers in raw units, (n, X, Y, Z).
+        energy: Primary energies, GeV, (n,).
+        theta: Generated angles, radians, (n,): used for the angle bins.
+        config: Evaluation settings.
+        condition_angle: The angle the generator is conditioned on (e.g. the measured ``mtheta``
+            when it was trained on it); defaults to ``theta``.
+
+    Raises:
+        ValueError: if the sample is too small for a meaningful split.
+    """
+    n = _checked_size(energy)
+    energy, theta = np.asarray(energy), np.asarray(theta)
+    angle = theta if condition_angle is None else np.asarray(condition_angle)
+    a_idx, b_idx = split_halves(n, config.seed)
+    thr = config.hit_threshold_gev
+    reference = compute_features(ecal_raw[a_idx], energy[a_idx], theta[a_idx], thr, condition_angle=angle[a_idx])
+    independent = compute_features(ecal_raw[b_idx], energy[b_idx], theta[b_idx], thr, condition_angle=angle[b_idx])
+    noise = compare(reference, independent, config, config.seed)
+    rules = config.verdict_rules()
+    LOG.info("noise floor: Monte Carlo A vs B and %d re-drawn pairs", rules.replicas)
+    replicas = resplit_replicas(
+        reference, independent,
+        lambda a, b: compare(a, b, config, config.seed, classifiers=False)["flat"],
+        rules.replicas, config.seed,
+    )
+    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, n)
+
+
+def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig) -> dict:
+    """Compare generated showers (made for half B's conditions) with half A, and apply the verdict.
+
+    Returns:
+        ``generated``, ``noise_floor`` (compare outputs), ``null``, ``verdict`` and ``counts``.
+    """
+    gen = compare(floor.reference, generated, config, config.seed)
+    return {
+        "generated": gen,
+        "noise_floor": floor.noise,
+        "null": floor.null,
+        "verdict": verdict(gen["flat"], floor.noise["flat"], floor.null, floor.rules),
+        "counts": {
+            "mc_events": floor.mc_events,
+            "reference_events": floor.reference.n_events,
+            "generated_events": generated.n_events,
+            "generated_empty": int(generated.empty.sum()),
+        },
+    }
 
 
 def evaluate_arrays(
@@ -232,20 +332,16 @@ def evaluate_arrays(
 
     Returns:
         ``(results, features)``: results with ``generated``, ``noise_floor`` (compare outputs),
-        ``verdict`` and ``counts``; features of ``reference``, ``generated``, ``independent``.
+        ``null`` (mean, sd and count of every metric over the Monte Carlo replicas), ``verdict``
+        and ``counts``; features of ``reference``, ``generated``, ``independent``.
 
     Raises:
         ValueError: if the sample is too small for a meaningful split, or the generator returns
             the wrong shape.
     """
-    n = int(np.shape(energy)[0])
-    if n < 2 * MIN_EVENTS_PER_HALF:
-        raise ValueError(
-            f"evaluation needs at least {2 * MIN_EVENTS_PER_HALF} Monte Carlo events "
-            f"({MIN_EVENTS_PER_HALF} per half), got {n}; raise max_events or use a larger test split"
-        )
+    _, b_idx = split_halves(_checked_size(energy), config.seed)  # the split monte_carlo_floor makes
     angle = theta if condition_angle is None else condition_angle
-    a_idx, b_idx = split_halves(n, config.seed)
+    # Generate first: a generator of the wrong shape fails before the noise floor is measured.
     t0 = time.monotonic()
     LOG.info("generating %d showers (batch %d)", b_idx.size, config.batch_size)
     generated = np.asarray(generate(np.asarray(energy)[b_idx], np.asarray(angle)[b_idx]))
@@ -255,27 +351,14 @@ def evaluate_arrays(
     if generated.shape != expected:
         raise ValueError(f"generator returned showers of shape {generated.shape}, expected {expected}")
     LOG.info("generated %d showers in %.1f s", b_idx.size, time.monotonic() - t0)
-    thr = config.hit_threshold_gev
+    floor = monte_carlo_floor(ecal_raw, energy, theta, config, condition_angle)
+    b = floor.independent
     feats = {
-        "reference": compute_features(ecal_raw[a_idx], energy[a_idx], theta[a_idx], thr),
-        "independent": compute_features(ecal_raw[b_idx], energy[b_idx], theta[b_idx], thr),
-        "generated": compute_features(generated, energy[b_idx], theta[b_idx], thr),
+        "reference": floor.reference,
+        "independent": b,
+        "generated": compute_features(generated, b.energy, b.theta, config.hit_threshold_gev, condition_angle=b.condition_angle),
     }
-    LOG.info("features computed; comparing samples")
-    gen = compare(feats["reference"], feats["generated"], config, config.seed)
-    noise = compare(feats["reference"], feats["independent"], config, config.seed)
-    results = {
-        "generated": gen,
-        "noise_floor": noise,
-        "verdict": verdict(gen["flat"], noise["flat"], config.tolerances()),
-        "counts": {
-            "mc_events": n,
-            "reference_events": int(a_idx.size),
-            "generated_events": int(b_idx.size),
-            "generated_empty": int(feats["generated"].empty.sum()),
-        },
-    }
-    return results, feats
+    return judge(floor, feats["generated"], config), feats
 
 
 # --------------------------------------------------------------------------- I/O
@@ -326,6 +409,7 @@ def write_outputs(output_dir: str, metrics: dict, figures) -> dict[str, str]:
         Mapping of output name -> URI.
     """
     from data_prep import uri
+    from eval.report import render_html  # matplotlib: loaded when a report is written
 
     paths = {}
     uri.makedirs(output_dir)
@@ -353,6 +437,7 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
         "counts": results["counts"],
         "generated": {"physics": results["generated"]["physics"], "notes": results["generated"]["notes"]},
         "noise_floor": {"physics": results["noise_floor"]["physics"], "notes": results["noise_floor"]["notes"]},
+        "null": results["null"],
         "config": config.to_dict(),
         "seed": config.seed,
         "versions": software_versions(),
@@ -417,6 +502,8 @@ def evaluate(config: EvalConfig) -> dict:
         "wall_seconds": time.monotonic() - started,
     }
     metrics = assemble_metrics(results, config, extra)
+    from eval.report import build_figures  # matplotlib: loaded when a report is written
+
     figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
     from data_prep import uri
 
@@ -436,33 +523,36 @@ def evaluate(config: EvalConfig) -> dict:
 
 
 # --------------------------------------------------------------------------- CLI
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(t) for t in text.split(",") if t.strip())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per EvalConfig field (underscores become dashes); tuples are comma-separated."""
-    parser = argparse.ArgumentParser(prog="caloforge-evaluate", description=__doc__.splitlines()[0])
-    defaults = {f.name: f.default for f in fields(EvalConfig)}
-    for f in fields(EvalConfig):
-        flag = "--" + f.name.replace("_", "-")
-        required = f.default is dataclasses.MISSING
-        if f.name in ("energy_centres", "angle_centres_deg"):
-            parser.add_argument(flag, type=_floats, default=defaults[f.name], help="comma-separated floats")
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            parser.add_argument(flag, type=kind, required=required, default=None if required else defaults[f.name])
-    return parser
+def build_parser() -> ConfigArgumentParser:
+    """One flag per EvalConfig field (underscores become dashes); tuples take several values."""
+    return build_config_parser(EvalConfig, prog="caloforge evaluate", description=__doc__.splitlines()[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: parse flags into an EvalConfig, evaluate, print the verdict; 0 on success."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    config = EvalConfig(**vars(args))
+    """CLI entry point: parse flags into an EvalConfig, evaluate, print the verdict.
+
+    Returns:
+        0 when the verdict is PASSED, 1 when it is FAILED (0 with ``--no-fail``, for runs that
+        only want the report).
+    """
+    parser = build_parser()
+    add_verbose_flag(parser)
+    parser.add_argument("--no-fail", action="store_true", help="exit 0 even when the verdict is FAILED")
+    config, args = parse_config(parser, EvalConfig, argv)
+    no_fail = args.no_fail
+    configure_console(args.verbose)
+    import_quietly("tensorflow", args.verbose)  # the generator runs on TensorFlow
     metrics = evaluate(config)
-    print(json.dumps({"passed": metrics["verdict"]["passed"], "output_dir": config.output_dir}))
-    return 0
+    verdict_ = metrics["verdict"]
+    for check in verdict_["checks"]:
+        if not check["passed"]:
+            print(
+                f"FAILED {check['name']}: {check['value']} > threshold {check['threshold']} "
+                f"(noise floor {check['noise_floor']}; {check['rule']})",
+                file=sys.stderr,
+            )
+    print(json.dumps({"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir}))
+    return 0 if verdict_["passed"] or no_fail else 1
 
 
 if __name__ == "__main__":

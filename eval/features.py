@@ -14,12 +14,12 @@ in slice i. Events with no energy have undefined moments: they are NaN and flagg
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from data_prep.angle import is_empty_shower_angle, measured_angle
+from data_prep.console import ProgressLog
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +33,13 @@ AXES = ("x", "y", "z")
 
 # Single-cell spectrum bins, in raw units (log-spaced; 1e-4 raw = 2e-6 GeV deposited up to 1e3 raw).
 CELL_SPECTRUM_EDGES = np.logspace(-4.0, 3.0, 71)
+
+COARSE_GROUPS = (10, 10, 5)
+"""Groups of cells along x, y, z summed into the downsampled image the voxel classifier sees.
+
+51 x 51 x 25 cells become 10 x 10 x 5 = 500 inputs (about 5 x 5 x 5 cells each): fine enough to
+show the shower's width, tilt and depth, small enough for a CPU classifier (CaloChallenge's
+low-level classifier reads every voxel of its much coarser geometry)."""
 
 
 def raw_threshold(threshold_gev: float) -> float:
@@ -71,6 +78,10 @@ class ShowerFeatures:
         cell_hist: Per-event counts of cell energies in ``CELL_SPECTRUM_EDGES`` bins, (n, 70).
         empty: True where the event has no positive energy, (n,).
         hit_threshold_raw: The hit threshold used, raw units.
+        condition_angle: The angle the shower was generated for, radians, (n,): the generator's
+            input angle (``mtheta`` when it was trained on the measured angle); equals ``theta``
+            unless given. The published 3DGAN angle term compares it with ``measured_angle``.
+        coarse_cells: Raw energy summed over ``COARSE_GROUPS`` blocks of cells, (n, gx * gy * gz).
     """
 
     energy: np.ndarray
@@ -88,6 +99,12 @@ class ShowerFeatures:
     cell_hist: np.ndarray
     empty: np.ndarray
     hit_threshold_raw: float
+    condition_angle: np.ndarray | None = None
+    coarse_cells: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.condition_angle is None:
+            self.condition_angle = self.theta
 
     @property
     def n_events(self) -> int:
@@ -107,11 +124,63 @@ class ShowerFeatures:
             fields[name] = value[mask] if isinstance(value, np.ndarray) else value
         return ShowerFeatures(**fields)
 
+    @staticmethod
+    def concatenate(parts: "list[ShowerFeatures]") -> "ShowerFeatures":
+        """The features of several samples as one (event arrays joined in order).
+
+        Raises:
+            ValueError: if the parts were computed with different hit thresholds.
+        """
+        thresholds = {p.hit_threshold_raw for p in parts}
+        if len(thresholds) != 1:
+            raise ValueError(f"cannot join features computed with different hit thresholds {sorted(thresholds)}")
+        joined = {}
+        for name in ShowerFeatures.__dataclass_fields__:
+            values = [getattr(p, name) for p in parts]
+            if isinstance(values[0], np.ndarray):
+                joined[name] = np.concatenate(values)
+            elif values[0] is None or any(v is None for v in values):
+                joined[name] = None
+            else:
+                joined[name] = values[0]
+        return ShowerFeatures(**joined)
+
+    def conditioned_table(self) -> dict[str, np.ndarray]:
+        """The high-level table with the conditions first: log10 of the incident energy and the angle.
+
+        This is what the classifier, FPD and KPD read, as CaloChallenge's high-level inputs start
+        with log10(E_inc): the conditions are distributed alike in both samples, so they carry no
+        difference of their own, but they let the metrics see how each shower fits its conditions
+        (a generator that ignores the angle or gets the energy dependence wrong).
+        """
+        return {
+            "log10_energy": np.log10(self.energy),
+            "condition_angle": np.asarray(self.condition_angle, dtype=np.float64),
+            **self.high_level_table(),
+        }
+
+    def voxel_table(self) -> np.ndarray:
+        """Inputs of the voxel classifier: log10(E), angle and the coarse cells divided by E, (n, 2 + cells).
+
+        Dividing by the incident energy follows CaloChallenge's low-level classifier.
+
+        Raises:
+            ValueError: if the features were built without coarse cells.
+        """
+        if self.coarse_cells is None:
+            raise ValueError("these ShowerFeatures have no coarse_cells (compute_features makes them)")
+        return np.concatenate(
+            [np.log10(self.energy)[:, None], np.asarray(self.condition_angle, dtype=np.float64)[:, None],
+             self.coarse_cells / self.energy[:, None]],
+            axis=1,
+        )
+
     def high_level_table(self) -> dict[str, np.ndarray]:
         """The per-event scalar features used by the CaloChallenge-style metrics.
 
-        The incident energy itself is left out on purpose: the classifier must judge the showers,
-        not the conditions, which are the same for both samples by construction.
+        The conditions (energy, angle) are not columns here: the separation powers compare
+        features one by one, where identically distributed conditions would only add noise.
+        ``conditioned_table`` adds them for the multivariate metrics.
 
         Returns:
             Ordered mapping feature name -> float64 array (n,). Empty events give NaN moments;
@@ -135,6 +204,11 @@ class ShowerFeatures:
         for g, idx in enumerate(groups):
             table[f"depth_fraction_{g}"] = z[:, idx].sum(axis=1) / total
         return {k: np.asarray(v, dtype=np.float64) for k, v in table.items()}
+
+
+def coarse_groups(n: int, groups: int) -> np.ndarray:
+    """Start indices of ``groups`` nearly equal consecutive blocks of n cells (np.array_split's cuts)."""
+    return np.array([part[0] for part in np.array_split(np.arange(n), min(groups, n))])
 
 
 def _check_inputs(ecal_raw: np.ndarray, energy: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -161,6 +235,7 @@ def compute_features(
     theta: np.ndarray,
     hit_threshold_gev: float = DEFAULT_HIT_THRESHOLD_GEV,
     chunk_size: int = 256,
+    condition_angle: np.ndarray | None = None,
 ) -> ShowerFeatures:
     """Compute every per-event feature of a batch of raw-unit showers, chunk by chunk.
 
@@ -173,6 +248,7 @@ def compute_features(
         theta: Generated angles in radians, (n,).
         hit_threshold_gev: Hit threshold in GeV of deposited energy (converted with ``raw_threshold``).
         chunk_size: Events processed at once.
+        condition_angle: The angle the showers were generated for, radians, (n,) (default: theta).
 
     Returns:
         The ShowerFeatures of the n events.
@@ -181,6 +257,8 @@ def compute_features(
         ValueError: on mismatched shapes, non-positive energies or a bad threshold.
     """
     ecal = _check_inputs(ecal_raw, energy, theta)
+    if condition_angle is not None and np.shape(condition_angle) != np.shape(theta):
+        raise ValueError(f"condition_angle must have shape {np.shape(theta)} like theta, got {np.shape(condition_angle)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     thr = raw_threshold(hit_threshold_gev)
@@ -192,7 +270,9 @@ def compute_features(
     angle = np.empty(n, dtype=np.float64)
     nbins = CELL_SPECTRUM_EDGES.size - 1
     cell_hist = np.zeros((n, nbins), dtype=np.int64)
-    started = time.monotonic()
+    progress = ProgressLog(LOG, "features", n, "events")
+    starts = [coarse_groups(size, groups) for size, groups in zip((nx, ny, nz), COARSE_GROUPS)]
+    coarse = np.empty((n, starts[0].size * starts[1].size * starts[2].size))
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
         # No float64 copy of the block (it dominated the run time): reductions accumulate in
@@ -202,6 +282,9 @@ def compute_features(
         shapes[0][start:stop] = block.sum(axis=(2, 3), dtype=np.float64)
         shapes[1][start:stop] = eyz.sum(axis=2)
         shapes[2][start:stop] = eyz.sum(axis=1)
+        block_sums = np.add.reduceat(block, starts[0], axis=1, dtype=np.float64)
+        block_sums = np.add.reduceat(block_sums, starts[1], axis=2)
+        coarse[start:stop] = np.add.reduceat(block_sums, starts[2], axis=3).reshape(stop - start, -1)
         flat = block.reshape(stop - start, -1)
         max_position[start:stop] = np.stack(np.unravel_index(flat.argmax(axis=1), (nx, ny, nz)), axis=1)
         n_hits[start:stop] = np.count_nonzero(flat > thr, axis=1)
@@ -213,9 +296,7 @@ def compute_features(
         cell_hist[start:stop] = np.bincount(
             ev[keep] * nbins + bins[keep], minlength=(stop - start) * nbins
         ).reshape(stop - start, nbins)
-        if stop < n and time.monotonic() - started > 10:
-            rate = stop / (time.monotonic() - started)
-            LOG.info("features: %d/%d events, %.0f events/s, ETA %.0f s", stop, n, rate, (n - stop) / rate)
+        progress.update(stop)
     ecal_sum = shapes[2].sum(axis=1)
     empty = ~(ecal_sum > 0)
     angle[is_empty_shower_angle(angle)] = np.nan  # the published sentinel (100) is no angle
@@ -242,4 +323,6 @@ def compute_features(
         cell_hist=cell_hist,
         empty=empty,
         hit_threshold_raw=thr,
+        condition_angle=None if condition_angle is None else np.asarray(condition_angle, dtype=np.float64),
+        coarse_cells=coarse,
     )

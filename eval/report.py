@@ -129,7 +129,8 @@ def build_figures(
             "sampling_fraction_hist",
             "Sampling-fraction distribution",
             _png(fig),
-            [("sep_power.sampling_fraction", *_metric(results, "sep_power.sampling_fraction"))],
+            [("sep_power.sampling_fraction", *_metric(results, "sep_power.sampling_fraction")),
+             ("resolution_mre", *_metric(results, "resolution_mre"))],
             "Per-event sampling fraction, unit-normalised; separation power beside it.",
         )
     )
@@ -287,6 +288,7 @@ def build_figures(
             [("sep_power_mean", *_metric(results, "sep_power_mean")),
              ("classifier_auc", *_metric(results, "classifier_auc")),
              ("classifier_jsd", *_metric(results, "classifier_jsd")),
+             ("classifier_voxel_auc", *_metric(results, "classifier_voxel_auc")),
              ("fpd_x1e3", *_metric(results, "fpd_x1e3")),
              ("kpd_x1e3", *_metric(results, "kpd_x1e3"))],
             "0.5 sum (h1 - h2)^2 / (h1 + h2) on unit-normalised histograms, per feature.",
@@ -296,6 +298,8 @@ def build_figures(
 
 
 def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
@@ -329,15 +333,19 @@ def render_html(figures: list[ReportFigure], metrics: dict) -> str:
         ".fig img{max-width:850px}.pass{color:#1a7f37}.fail{color:#b42318}</style></head><body>",
         "<h1>caloforge: generated vs Monte Carlo showers</h1>",
         f"<p style='font-size:20px;color:{colour}'><b>Verdict: {status}</b></p>",
-        "<p>Each check passes when its value is at most <i>factor</i> times the Monte Carlo vs "
-        "independent Monte Carlo value (the noise floor) plus a margin.</p>",
+        "<p>Each check passes when its value is at most what a perfect generator would score with "
+        "this many events: the mean of the same metric between independent Monte Carlo samples "
+        "(half A vs half B and re-drawn halves) plus <i>k</i> standard deviations, plus a margin "
+        "(0 unless the thresholds file sets one). "
+        f"Rules: {html.escape(str(verdict.get('thresholds', {}).get('source', '')))}.</p>",
         "<table><tr><th>check</th><th>generated vs MC</th><th>MC vs MC (noise floor)</th>"
-        "<th>threshold</th><th>result</th></tr>",
+        "<th>null mean</th><th>null sd</th><th>threshold</th><th>result</th></tr>",
     ]
     for c in verdict["checks"]:
         cls = "pass" if c["passed"] else "fail"
         parts.append(
             f"<tr><td>{html.escape(c['name'])}</td><td>{_fmt(c['value'])}</td><td>{_fmt(c['noise_floor'])}</td>"
+            f"<td>{_fmt(c.get('null_mean'))}</td><td>{_fmt(c.get('null_sd'))}</td>"
             f"<td>{_fmt(c['threshold'])}</td><td class='{cls}'>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
         )
     parts.append("</table>")

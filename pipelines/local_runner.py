@@ -8,6 +8,7 @@ import shutil
 import time
 
 from pipelines.config import PipelineParams
+from pipelines.kfp_console import quiet_kfp_local
 from pipelines.run_folder import RunSummary, collect_run
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,11 @@ def run_local(params: PipelineParams, output_dir: str, image: str | None = None)
         shutil.rmtree(kfp_root)  # a run folder holds one run: stale artifacts would be collected
     os.makedirs(kfp_root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=True)
-    pipeline_func = create_pipeline(image=image)
+    pipeline_func = create_pipeline(image=image)  # the cpu hardware profile: what runs on 2 CPU cores
     log.info("running the caloforge DAG locally into %s", output_dir)
     start = time.perf_counter()
-    task = pipeline_func(**params.to_dict())
+    with quiet_kfp_local():
+        task = pipeline_func(**params.to_dict())
     seconds = time.perf_counter() - start
     artifacts = {name: _artifact_path(artifact) for name, artifact in task.outputs.items()}
     return collect_run(artifacts, output_dir, params.to_dict(), seconds)

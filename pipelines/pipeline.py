@@ -1,6 +1,7 @@
 """The caloforge DAG: one `create_pipeline()` factory wiring the five components."""
 
-
+import dataclasses
+import inspect
 import os
 from typing import Callable, NamedTuple, Optional
 
@@ -8,33 +9,58 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import build_components
-from pipelines.config import PipelineParams
+from pipelines.compiled import TARGET_PARAMETER, mark_text
+from pipelines.config import PipelineParams, component_parameters
+from pipelines.images import DEFAULT_REGISTRY, IMAGE_ENV, image_for, stage_images
+from pipelines.training_step import add_training_step
+from pipelines.version import VERSION
 
 PIPELINE_NAME = "caloforge-3dgan"
-DEFAULT_IMAGE = "ghcr.io/caloforge/caloforge-cpu:0.1.0"
+DEFAULT_IMAGE = image_for("cpu", DEFAULT_REGISTRY)
+DESCRIPTION = "Prepare calorimeter showers, train 3DGAN, validate it against Monte Carlo, benchmark the training."
 
 
 def default_image() -> str:
     """The component image: $CALOFORGE_IMAGE wins, so CI and users can pin their own build."""
-    return os.environ.get("CALOFORGE_IMAGE", DEFAULT_IMAGE)
+    return os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
 
 
-def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "vertex") -> Callable:
+def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "vertex",
+                    defaults: Optional[PipelineParams] = None, registry: Optional[str] = None) -> Callable:
     """Builds the DAG generate -> convert -> train -> evaluate -> benchmark.
 
     Hardware is a compile-time choice (a KFP accelerator request cannot follow a run-time
     parameter on every backend), so each hardware profile compiles to its own YAML.
 
     Args:
-        image: container image for every component (default: `default_image()`).
-        hardware: a trainer.hardware.HardwareProfile for the training step (None: CPU).
-        target: `vertex` or `kubeflow`: which names the accelerator request uses.
+        image: one container image for every component (default: $CALOFORGE_IMAGE, else the
+            CPU image for every stage and the profile's accelerator image for training;
+            pipelines.images).
+        hardware: a pipelines.hardware.HardwareProfile for the training step (None: the cpu
+            profile).
+        target: `vertex` or `kubeflow` (kfp.local runs either; it ignores resource requests).
+        defaults: the pipeline parameters' default values (default: PipelineParams(), the
+            embedded demo); `caloforge compile` passes the profile's training settings layered
+            under the user's --param values.
+        registry: where the per-kind images live (pipelines.images).
 
     Returns:
-        The `@dsl.pipeline` function; its parameters are exactly PipelineParams' fields.
+        The `@dsl.pipeline` function; its parameters are exactly PipelineParams' fields, with
+        their types, defaults and help generated from pipelines.config.
+
+    Raises:
+        ValueError: the profile cannot run on the target (pipelines.hardware.resolve).
     """
-    comps = build_components(image or default_image())
-    defaults = PipelineParams()
+    from pipelines.hardware import check_params, resolve
+    from pipelines.hardware_profiles import BUILTIN_PROFILES
+
+    profile = hardware if hardware is not None else BUILTIN_PROFILES["cpu"]
+    resolved = resolve(profile, target)
+    defaults = defaults if defaults is not None else PipelineParams()
+    check_params(resolved, defaults.to_dict())
+    images = stage_images(profile.accelerator, image, registry)
+    comps = build_components(images.default, train_image=images.train)
+    names = [f.name for f in dataclasses.fields(PipelineParams)]
 
     class Outputs(NamedTuple):
         raw_data: Dataset
@@ -46,78 +72,25 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
         eval_metrics: Metrics
         benchmark_metrics: Metrics
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Prepare calorimeter showers, train 3DGAN, validate it against Monte Carlo, benchmark the training.",
-    )
-    def caloforge_pipeline(
-        mc_events: int = defaults.mc_events,
-        mc_events_per_file: int = defaults.mc_events_per_file,
-        mc_energy_min: float = defaults.mc_energy_min,
-        mc_energy_max: float = defaults.mc_energy_max,
-        mc_seed: int = defaults.mc_seed,
-        input_uri: str = defaults.input_uri,
-        test_fraction: float = defaults.test_fraction,
-        encoding: str = defaults.encoding,
-        compression: str = defaults.compression,
-        on_bad_event: str = defaults.on_bad_event,
-        beam_args: str = defaults.beam_args,
-        preset: str = defaults.preset,
-        training_loop: str = defaults.training_loop,
-        epochs: int = defaults.epochs,
-        max_steps: int = defaults.max_steps,
-        batch_size_per_replica: int = defaults.batch_size_per_replica,
-        learning_rate: float = defaults.learning_rate,
-        lr_scaling: str = defaults.lr_scaling,
-        strategy: str = defaults.strategy,
-        precision: str = defaults.precision,
-        jit_compile: bool = defaults.jit_compile,
-        train_seed: int = defaults.train_seed,
-        eval_events: int = defaults.eval_events,
-        eval_seed: int = defaults.eval_seed,
-        warmup_steps: int = defaults.warmup_steps,
-    ) -> Outputs:
-        raw = comps.prepare_raw_data(
-            mc_events=mc_events,
-            mc_events_per_file=mc_events_per_file,
-            mc_energy_min=mc_energy_min,
-            mc_energy_max=mc_energy_max,
-            mc_seed=mc_seed,
-            input_uri=input_uri,
-        ).set_display_name("generate sample data")
+    def caloforge_pipeline(*values) -> Outputs:
+        # KFP calls this once, at compile time, with one placeholder per parameter, in order
+        # (the pipeline parameters, then compile_target).
+        params = dict(zip(names, values))
+
+        def inputs(stage: str) -> dict:
+            return {name: params[name] for name in component_parameters(stage)}
+
+        raw = comps.prepare_raw_data(**inputs("generate")).set_display_name("generate sample data")
         converted = comps.convert_to_tfrecords(
-            raw_data=raw.outputs["raw_data"],
-            test_fraction=test_fraction,
-            encoding=encoding,
-            compression=compression,
-            on_bad_event=on_bad_event,
-            beam_args=beam_args,
+            raw_data=raw.outputs["raw_data"], **inputs("convert")
         ).set_display_name("convert to TFRecords")
-        trained = comps.train_gan(
-            tfrecords=converted.outputs["tfrecords"],
-            preset=preset,
-            training_loop=training_loop,
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size_per_replica=batch_size_per_replica,
-            learning_rate=learning_rate,
-            lr_scaling=lr_scaling,
-            strategy=strategy,
-            precision=precision,
-            jit_compile=jit_compile,
-            train_seed=train_seed,
-        ).set_display_name("train 3DGAN")
-        _request_hardware(trained, hardware, target)
+        trained = add_training_step(comps, resolved, converted.outputs["tfrecords"], inputs("train"),
+                                    images.train).set_display_name("train 3DGAN")
         evaluated = comps.evaluate_gan(
-            tfrecords=converted.outputs["tfrecords"],
-            model=trained.outputs["model"],
-            eval_events=eval_events,
-            eval_seed=eval_seed,
+            tfrecords=converted.outputs["tfrecords"], model=trained.outputs["model"], **inputs("evaluate")
         ).set_display_name("validate physics")
         bench = comps.collect_benchmark(
-            tfrecords=converted.outputs["tfrecords"],
-            model=trained.outputs["model"],
-            warmup_steps=warmup_steps,
+            tfrecords=converted.outputs["tfrecords"], model=trained.outputs["model"], **inputs("benchmark")
         ).set_display_name("collect benchmark")
         return Outputs(
             raw_data=raw.outputs["raw_data"],
@@ -130,28 +103,39 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
             benchmark_metrics=bench.outputs["metrics"],
         )
 
-    return caloforge_pipeline
+    # The signature KFP reads (names, types, defaults) and the docstring it takes each
+    # parameter's description from, both generated from PipelineParams.
+    # The last parameter records the target (docs/CONTRACTS.md §6); no step reads it.
+    caloforge_pipeline.__signature__ = inspect.Signature(
+        [
+            *(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                default=getattr(defaults, f.name), annotation=f.type)
+              for f in dataclasses.fields(PipelineParams)),
+            inspect.Parameter(TARGET_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=target,
+                              annotation=str),
+        ],
+        return_annotation=Outputs,
+    )
+    caloforge_pipeline.__doc__ = "Runs the caloforge DAG.\n\nArgs:\n" + "".join(
+        f"    {f.name}: {f.metadata['help']}\n" for f in dataclasses.fields(PipelineParams)
+    ) + f"    {TARGET_PARAMETER}: The target this YAML was compiled for (a record; no step reads it).\n"
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"{DESCRIPTION} {mark_text(target, VERSION, profile.to_dict())}",
+    )(caloforge_pipeline)
 
 
-def _request_hardware(task: dsl.PipelineTask, hardware, target: str) -> None:
-    """Applies trainer.hardware's one mapping from a hardware profile to the task's resources."""
-    if hardware is None:
-        return
-    from trainer.hardware import kfp_resources
 
-    resources = kfp_resources(hardware, target=target)
-    if resources.cpu_limit:
-        task.set_cpu_limit(resources.cpu_limit)
-    if resources.memory_limit:
-        task.set_memory_limit(resources.memory_limit)
-    if resources.accelerator_type:
-        task.set_accelerator_type(resources.accelerator_type)
-        task.set_accelerator_limit(resources.accelerator_count)
-    for name, value in resources.env.items():
-        task.set_env_variable(name, value)
-    if resources.node_selector:
-        # Node labels (GKE GPU/TPU pools) are Kubernetes-only: Vertex picks machines itself.
-        from kfp import kubernetes
+#: The module-level pipeline `kfp dsl compile --py pipelines/pipeline.py` finds: the default image
+#: and hardware profile (cpu, Vertex AI). Built when asked for, so importing this module stays cheap.
+MODULE_PIPELINE = "caloforge_pipeline"
 
-        for key, value in resources.node_selector.items():
-            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+
+def __getattr__(name: str):
+    if name == MODULE_PIPELINE:
+        return create_pipeline()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), MODULE_PIPELINE])

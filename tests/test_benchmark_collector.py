@@ -148,7 +148,7 @@ def test_cli_maps_flags_to_config_and_fingerprints_host(tmp_path, capsys):
     write_train_dir(tmp_path / "train")
     rc = main(
         ["--train-dir", str(tmp_path / "train"), "--output-dir", str(tmp_path / "cli"), "--warmup-records", "3",
-         "--include-tf-devices", "true"]
+         "--include-tf-devices"]
     )
     assert rc == 0
     written = json.loads((tmp_path / "cli" / "benchmark.json").read_text())

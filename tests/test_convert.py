@@ -53,7 +53,7 @@ def bad_file(tmp_path_factory, mc_files):
 @pytest.fixture(scope="module")
 def dense_dataset(tmp_path_factory, mc_files):
     out = str(tmp_path_factory.mktemp("dense") / "ds")
-    manifest = convert(ConvertConfig(inputs=mc_files, output=out, min_shards=2), IN_PROCESS)
+    manifest = convert(ConvertConfig(inputs=mc_files, output=out, encoding="dense", min_shards=2), IN_PROCESS)
     return out, manifest
 
 
@@ -168,29 +168,36 @@ def test_dense_conversion_manifest_is_complete_and_consistent(dense_dataset, mc_
 
 def test_same_inputs_give_same_content_hash_and_seed_changes_it(tmp_path, dense_dataset, mc_files):
     _, first = dense_dataset
-    again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), min_shards=2), IN_PROCESS)
+    again = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "again"), encoding="dense",
+                                    min_shards=2), IN_PROCESS)
     # Exact on purpose: same inputs, same process, per-event NumPy arithmetic (see
     # docs/data_prep_convert.md: not a cross-CPU fingerprint).
     assert again["content_hash"] == first["content_hash"]
     assert again["created_utc"] and again["output"] != first["output"]
-    reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), min_shards=2, seed=1),
+    reseeded = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "reseeded"), encoding="dense",
+                                       min_shards=2, seed=1),
                        IN_PROCESS)
     assert reseeded["content_hash"] != first["content_hash"]
     assert reseeded["records_digest"] != first["records_digest"]
 
 
-def test_refuses_non_empty_destination_and_overwrite_replaces(tmp_path, mc_files):
+def test_refuses_foreign_files_even_with_overwrite_and_overwrite_replaces_a_dataset(tmp_path, mc_files):
     out = tmp_path / "ds"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not empty.*--overwrite"):
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(FileExistsError, match="precious.txt"):
+            run(["--inputs", *mc_files, "--output", str(out), *extra, *IN_PROCESS], save_main_session=False)
+        assert sorted(os.listdir(out)) == ["precious.txt"]
+    (out / "precious.txt").unlink()
+    run(["--inputs", *mc_files, "--output", str(out), "--min-shards", "2", *IN_PROCESS], save_main_session=False)
+    with pytest.raises(FileExistsError, match="already holds a dataset.*--overwrite"):
         run(["--inputs", *mc_files, "--output", str(out), *IN_PROCESS], save_main_session=False)
-    assert sorted(os.listdir(out)) == ["precious.txt"]
     manifest = run(["--inputs", *mc_files, "--output", str(out), "--overwrite", "--min-shards", "3",
                     "--test-fraction", "0.25", *IN_PROCESS], save_main_session=False)
     names = sorted(os.listdir(out))
-    assert "precious.txt" not in names and "manifest.json" in names
-    assert not any(n.startswith("_staging") for n in names)
+    assert "manifest.json" in names
+    assert not any(n.startswith("_staging") or n == "_caloforge.lock" for n in names)
     assert sorted(n for n in names if n != "manifest.json") == sorted(s["name"] for s in manifest["shards"])
     assert manifest["split"]["test_fraction"] == 0.25
 
@@ -199,8 +206,8 @@ def test_run_command_line_multiprocess(tmp_path, mc_files):
     """The default runner (multi-process DirectRunner, one worker per core) from the CLI entry."""
     pattern = os.path.join(os.path.dirname(mc_files[0]), "*.h5")
     manifest = run(["--inputs", pattern, "--output", str(tmp_path / "cli"), "--encoding", "sparse",
-                    "--compression", "gzip", "--split-by", "file", "--test-fraction", "0.5"],
-                   save_main_session=False)
+                    "--compression", "gzip", "--split-by", "file", "--test-fraction", "0.5", "--seed", "2"],
+                   save_main_session=False)  # seed 2 hashes one file to each side (0 sent both to test)
     assert "--direct_running_mode=multi_processing" in manifest["run"]["pipeline_args"]
     assert all(s["name"].endswith(".tfrecord.gz") for s in manifest["shards"])
     # split by file: the records of each source file all land on one side
@@ -213,6 +220,7 @@ def test_run_command_line_multiprocess(tmp_path, mc_files):
                 source = example_pb2.Example.FromString(record).features.feature["source_index"].int64_list.value[0]
                 sides.setdefault(int(source), set()).add(shard["split"])
     assert sorted(sides) == [0, 1] and all(len(s) == 1 for s in sides.values())
+    assert sides[0] != sides[1]
     assert manifest["run"]["stages"]["EncodeEvents"]["events"] == sum(manifest["counts"].values())
 
 
@@ -249,10 +257,12 @@ def test_wrong_energy_unit_fails_before_beam_and_publishes_nothing(tmp_path, mc_
 
 
 def test_sampling_fraction_range_flag_reaches_the_check(tmp_path, mev_file):
-    from data_prep.convert import _parser, config_from_args
+    from data_prep.config_cli import check_config
+    from data_prep.convert import build_parser
 
-    known, _ = _parser().parse_known_args(["--inputs", "a.h5", "--output", "o", "--sampling-fraction-range", "0", "inf"])
-    assert config_from_args(known).sampling_fraction_range == (0.0, float("inf"))
+    parser = build_parser()
+    known, _ = parser.parse_known_args(["--inputs", "a.h5", "--output", "o", "--sampling-fraction-range", "0", "inf"])
+    assert check_config(parser, ConvertConfig, known).sampling_fraction_range == (0.0, float("inf"))
     assert ConvertConfig(inputs=["a.h5"], output="o").sampling_fraction_range == (0.005, 0.08)
     for band in ((0.08, 0.005), (-0.01, 0.08), (0.01,)):
         with pytest.raises(ValueError, match="sampling_fraction_range"):
@@ -342,7 +352,7 @@ def test_config_round_trip_and_shard_planning():
         ConvertConfig.from_dict({**cfg.to_dict(), "shards": 3})
     # 10,000 dense events of 260 kB: 2.34 GB of train -> 19 shards of 128 MB; 0.26 GB of test -> 3,
     # raised to the default minimum of 4
-    shards = plan_shards(ConvertConfig(inputs=["a"], output="o"), 10_000, 260_252, 1.0)
+    shards = plan_shards(ConvertConfig(inputs=["a"], output="o", test_fraction=0.1), 10_000, 260_252, 1.0)
     assert shards == {"train": 19, "test": 4}
     assert plan_shards(ConvertConfig(inputs=["a"], output="o", min_shards=8), 100, 3000, 1.0) == {"train": 8, "test": 8}
 
@@ -358,3 +368,45 @@ def test_pipeline_args_default_and_pass_through():
     assert default_pipeline_args(dataflow) == dataflow
     assert default_pipeline_args(["--runner", "FlinkRunner", "--flink_master=host:8081"]) == [
         "--runner", "FlinkRunner", "--flink_master=host:8081"]
+
+
+def test_progress_log_counts_reach_the_driver_whole_lines_only(tmp_path):
+    """Worker side of local progress: counts from several writers add up; a line still being
+    written is not read; a pickled log (as Beam ships it to workers) carries no open file."""
+    import pickle
+
+    first = transforms.ProgressLog(str(tmp_path), transforms.PROGRESS_PREPROCESSED)
+    second = pickle.loads(pickle.dumps(first))
+    first.add(256)
+    second.add(64)
+    transforms.ProgressLog(str(tmp_path), transforms.PROGRESS_WRITTEN).add(7)
+    with open(tmp_path / "written-partial.log", "wb") as fh:
+        fh.write(b"5\n12")  # the writer has not finished "123\n" yet
+    assert transforms.read_progress(str(tmp_path)) == {"preprocessed": 320, "written": 12}
+    assert transforms.read_progress(str(tmp_path / "gone")) == {}
+
+
+def test_local_multiprocess_run_logs_job_wide_progress(tmp_path, mc_files, caplog, monkeypatch):
+    """A local run with two worker processes logs, from the driver, progress lines of the whole
+    job (events done, rate, ETA), and a last one that counts every event and record."""
+    import logging
+    import re
+
+    from data_prep import convert as convert_module
+
+    monkeypatch.setattr(convert_module, "PROGRESS_EVERY_S", 0.5, raising=False)
+    caplog.set_level(logging.INFO, logger="data_prep.convert")
+    manifest = convert(ConvertConfig(inputs=mc_files, output=str(tmp_path / "ds"), events_per_range=32),
+                       ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    line = re.compile(r"BeamJob: (\d+)/(\d+) events preprocessed, (\d+)/(\d+) records written, (\d+) hashed; "
+                      r"(\d+) % done, (\d+) events/s, ETA (\d+ s|unknown)$")
+    found = [line.match(r.getMessage()) for r in caplog.records if r.name == "data_prep.convert"]
+    found = [m for m in found if m]
+    assert len(found) >= 2, "expected periodic lines while the job runs, then a last one"
+    done = [int(m.group(1)) + int(m.group(3)) + int(m.group(5)) for m in found]
+    assert done == sorted(done)
+    last = found[-1].groups()
+    records_written = sum(manifest["counts"].values())
+    assert (int(last[0]), int(last[1])) == (240, 240)  # both workers' events, summed by the driver
+    assert int(last[2]) == int(last[3]) == int(last[4]) == records_written
+    assert last[5] == "100" and int(last[6]) > 0 and last[7] == "0 s"

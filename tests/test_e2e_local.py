@@ -16,7 +16,7 @@ TINY = {
     "preset": "tiny",
     "max_steps": "6",
     "batch_size_per_replica": "8",
-    "strategy": "default",
+    "distribution_strategy": "default",
     "warmup_steps": "1",
 }
 

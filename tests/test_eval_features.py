@@ -66,7 +66,7 @@ def test_chunking_gives_the_same_features_and_angle_matches_data_prep():
     # Not bit-exact: another chunk shape can change NumPy's iteration order in the multi-axis
     # sums and the BLAS kernel of the angle's matrix products. Everything accumulates in float64,
     # so 1e-12 (thousands of float64 ulps, far below the float32 inputs' resolution) is ample.
-    for name in ("ecal_sum", "m1", "m2", "shape_y", "n_hits", "max_position", "cell_hist", "measured_angle"):
+    for name in ("ecal_sum", "m1", "m2", "shape_y", "n_hits", "max_position", "cell_hist", "measured_angle", "coarse_cells"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, err_msg=name)
     np.testing.assert_allclose(a.measured_angle, measured_angle(ecal), rtol=1e-6)
     # A trailing channel axis of 1 is accepted.
@@ -83,6 +83,32 @@ def test_high_level_table_and_subset():
     assert np.all(np.isfinite([v[0] for v in table.values()]))
     sub = f.subset(np.array([True, False, True]))
     assert sub.n_events == 2 and sub.empty.tolist() == [False, True]
+
+
+def test_coarse_cells_conditions_and_joining():
+    ecal, energy, theta = hand_built()  # 5 x 4 x 3 cells: every axis has fewer cells than groups
+    f = compute_features(ecal, energy, theta)
+    # Fewer cells than COARSE_GROUPS along every axis: one group per cell, so nothing is merged.
+    assert f.coarse_cells.shape == (3, 5 * 4 * 3)
+    np.testing.assert_allclose(f.coarse_cells, ecal.reshape(3, -1))
+    np.testing.assert_array_equal(f.condition_angle, f.theta)  # default: the generated angle
+    big = np.random.default_rng(0).random((2, 51, 51, 25)).astype(np.float32)
+    g = compute_features(big, np.array([50.0, 100.0]), np.full(2, 1.2), condition_angle=np.array([1.1, 1.3]))
+    assert g.coarse_cells.shape == (2, 10 * 10 * 5)  # COARSE_GROUPS
+    np.testing.assert_allclose(g.coarse_cells.sum(axis=1), big.sum(axis=(1, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(g.coarse_cells[:, 0], big[:, :6, :6, :5].sum(axis=(1, 2, 3)), rtol=1e-6)
+    table = g.conditioned_table()
+    assert list(table)[:2] == ["log10_energy", "condition_angle"]
+    np.testing.assert_allclose(table["log10_energy"], [np.log10(50.0), 2.0])
+    np.testing.assert_allclose(table["condition_angle"], [1.1, 1.3])
+    voxels = g.voxel_table()
+    assert voxels.shape == (2, 502)
+    np.testing.assert_allclose(voxels[:, 2:], g.coarse_cells / np.array([[50.0], [100.0]]))
+    joined = type(f).concatenate([f.subset(np.array([0])), f.subset(np.array([1, 2]))])
+    np.testing.assert_array_equal(joined.coarse_cells, f.coarse_cells)
+    np.testing.assert_array_equal(joined.m1, f.m1)
+    with pytest.raises(ValueError, match="different hit thresholds"):
+        type(f).concatenate([f, compute_features(ecal, energy, theta, hit_threshold_gev=1e-3)])
 
 
 def test_bad_inputs_name_the_problem():

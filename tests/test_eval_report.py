@@ -81,7 +81,7 @@ def test_write_outputs_strict_json_and_no_leftovers(evaluation, tmp_path):
     assert (out / "plots" / "shapes.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
-def test_evaluate_end_to_end_with_converted_dataset_and_exported_generator(tmp_path):
+def test_evaluate_end_to_end_with_converted_dataset_and_exported_generator(tmp_path, capsys):
     """Real chain: Monte Carlo HDF5 -> Beam conversion -> untrained tiny generator export -> evaluate CLI."""
     from data_prep.convert import ConvertConfig, convert
     from data_prep.montecarlo import MonteCarloConfig, generate_files
@@ -102,11 +102,15 @@ def test_evaluate_end_to_end_with_converted_dataset_and_exported_generator(tmp_p
     export_generator(generator, "tiny", str(tmp_path / "generator"), {"seed": 0})
 
     out = tmp_path / "eval"
-    rc = main(
-        ["--data", str(tmp_path / "data" / "manifest.json"), "--generator-dir", str(tmp_path / "generator"),
-         "--output-dir", str(out), "--max-events", "60", "--seed", "5", "--batch-size", "16"]
-    )
-    assert rc == 0
+    args = ["--data", str(tmp_path / "data" / "manifest.json"), "--generator-dir", str(tmp_path / "generator"),
+            "--max-events", "60", "--seed", "5", "--batch-size", "16"]
+    # A FAILED verdict is exit status 1, and the failed checks are printed.
+    assert main([*args, "--output-dir", str(out)]) == 1
+    printed = capsys.readouterr()
+    assert "FAILED sampling_fraction_mre" in printed.err
+    assert json.loads(printed.out.strip().splitlines()[-1])["passed"] is False
+    # --no-fail keeps the report and exits 0.
+    assert main([*args, "--output-dir", str(tmp_path / "eval2"), "--no-fail"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["counts"]["mc_events"] == 60
     assert metrics["counts"]["generated_events"] == 30
@@ -117,7 +121,9 @@ def test_evaluate_end_to_end_with_converted_dataset_and_exported_generator(tmp_p
     names = {c["name"] for c in metrics["verdict"]["checks"]}
     assert {"sampling_fraction_mre", "shape_mre", "moment_mre", "empty_fraction"} <= names
     for check in metrics["verdict"]["checks"]:
-        assert set(check) == {"name", "value", "noise_floor", "threshold", "passed", "rule"}
+        assert set(check) == {"name", "value", "noise_floor", "null_mean", "null_sd", "threshold", "passed", "rule"}
+    assert metrics["verdict"]["thresholds"]["source"] == "package:eval/thresholds/default.yaml"
+    assert set(metrics["verdict"]["failed"]) == {c["name"] for c in metrics["verdict"]["checks"] if not c["passed"]}
     # The Monte Carlo halves agree with each other far better than the untrained generator does.
     assert metrics["summary"]["noise_floor"]["sampling_fraction_mre"] < 0.1
     assert "Verdict: FAILED" in (out / "report.html").read_text()

@@ -93,8 +93,8 @@ def test_convert_gcs_to_gcs_end_to_end(gcs_bucket, mc_files, tmp_path):
     # A non-empty gs:// destination is refused without --overwrite, replaced with it.
     with pytest.raises(FileExistsError, match=out):
         convert(ConvertConfig(inputs=mc_files, output=out), IN_PROCESS)
-    again = convert(ConvertConfig(inputs=[f"gs://{gcs_bucket}/raw/*.h5"], output=out, overwrite=True, min_shards=1),
-                    IN_PROCESS)
+    again = convert(ConvertConfig(inputs=[f"gs://{gcs_bucket}/raw/*.h5"], output=out, overwrite=True, min_shards=1,
+                                  encoding="dense"), IN_PROCESS)
     assert sorted(uri.basename(u) for u in uri.list_files(out)) == sorted(
         [s["name"] for s in again["shards"]] + ["manifest.json"])
     assert again["encoding"] == "dense"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from data_prep.montecarlo import (
     main,
     simulate_file_events,
 )
+from eval.features import DEFAULT_HIT_THRESHOLD_GEV, raw_threshold
 
 PARAMS = ShowerParams()
 
@@ -110,13 +112,76 @@ def test_showers_are_concentrated_around_the_axis():
     core = ecal[:, 22:29, 22:29, :].reshape(20, -1).sum(axis=1)
     assert np.all(core / total > 0.85)
     # Readout: every stored cell is above threshold, and noise-only cells (far below the
-    # 0.05-unit energy of one spot at 100 GeV) appear at the Gaussian-tail rate.
+    # 0.0225-unit energy of one physical spot) appear at the Gaussian-tail rate.
     nonzero = ecal[ecal > 0]
     assert nonzero.min() >= PARAMS.threshold
     noise_only = int(((ecal > 0) & (ecal < 10 * PARAMS.threshold)).sum())
     k = PARAMS.threshold / PARAMS.noise_sigma
     expected = ecal.size * 0.5 * math.erfc(k / math.sqrt(2.0))
     assert 0.5 * expected < noise_only < 1.5 * expected, (noise_only, expected)
+
+
+def lateral_containment(ecal: np.ndarray, radii_cells) -> list[float]:
+    """Mean fraction of each shower's energy in cells whose centre lies within each radius of
+    the shower axis (the energy-weighted x-y barycentre: the axis at normal incidence)."""
+    n, nx, ny, _ = ecal.shape
+    xy = ecal.sum(axis=3, dtype=np.float64)
+    total = xy.sum(axis=(1, 2))
+    xc, yc = np.arange(nx) + 0.5, np.arange(ny) + 0.5
+    bx = (xy.sum(axis=2) @ xc) / total
+    by = (xy.sum(axis=1) @ yc) / total
+    dist = np.hypot(xc[None, :, None] - bx[:, None, None], yc[None, None, :] - by[:, None, None])
+    return [float(np.mean((xy * (dist <= r)).sum(axis=(1, 2)) / total)) for r in radii_cells]
+
+
+@pytest.mark.parametrize("energy", [20.0, 200.0])
+def test_lateral_containment_in_moliere_radii(energy):
+    # An electromagnetic shower keeps about 90 % of its energy within one Moliere radius and
+    # about 95 % within two (the previous profile held 70 % and 87 %).
+    r_m = PARAMS.moliere_radius_cells
+    one, two, wide = lateral_containment(showers(energy, 30, seed=40 + int(energy)), [r_m, 2 * r_m, 3.5 * r_m])
+    assert 0.85 <= one <= 0.95, (energy, one)
+    assert two >= 0.93, (energy, two)
+    assert one < two < wide <= 1.0, (one, two, wide)
+
+
+def hit_counts(ecal: np.ndarray) -> np.ndarray:
+    """Cells above the evaluator's 3e-4 GeV (deposited) hit threshold, per shower."""
+    threshold = raw_threshold(DEFAULT_HIT_THRESHOLD_GEV)
+    return np.count_nonzero(ecal.reshape(ecal.shape[0], -1) > threshold, axis=1)
+
+
+def test_hit_count_keeps_rising_with_energy_up_to_500_gev():
+    # Physical spots have a fixed energy, so more energy means more cells above threshold in
+    # the shower's tails; a cap on the spot count used to freeze the count near 650 above
+    # ~45 GeV. Means over 30 showers (their standard errors are ~1-2 % of the steps here).
+    energies = [10.0, 50.0, 100.0, 200.0, 500.0]
+    means = np.array([hit_counts(showers(e, 30, seed=60 + int(e))).mean() for e in energies])
+    assert np.all(np.diff(means) > 0), dict(zip(energies, means))
+    assert np.all(means[1:] / means[:-1] > 1.1), dict(zip(energies, means))
+
+
+def test_merged_dense_cells_match_the_all_physical_spot_model():
+    # Above max_spots the dense shower core is filled with merged deposits and only the sparse
+    # cells get one deposit per physical spot; a cap high enough that every spot is placed on
+    # its own must give the same hit count, spectrum of the sparse cells (0.01-1 raw units,
+    # most of the hits) and containment, to a few %. (Dense cells, above ~10 raw units, are
+    # summed from coarser deposits, so their spectrum is only alike to ~20 %.)
+    energy, n = 200.0, 20
+    merged = showers(energy, n, seed=81)
+    rng = np.random.default_rng(82)
+    unmerged, _ = simulate_showers(
+        np.full(n, energy), np.full(n, np.pi / 2), rng, dataclasses.replace(PARAMS, max_spots=10**7)
+    )
+    hits_merged, hits_unmerged = hit_counts(merged).mean(), hit_counts(unmerged).mean()
+    assert hits_merged == pytest.approx(hits_unmerged, rel=0.04), (hits_merged, hits_unmerged)
+    edges = np.logspace(-2, 0, 5)
+    spectrum = [np.histogram(e[e > 0], edges)[0] / n for e in (merged, unmerged)]
+    np.testing.assert_allclose(spectrum[0], spectrum[1], rtol=0.08)
+    r_m = PARAMS.moliere_radius_cells
+    np.testing.assert_allclose(
+        lateral_containment(merged, [r_m, 2 * r_m]), lateral_containment(unmerged, [r_m, 2 * r_m]), atol=0.01
+    )
 
 
 def test_gaussian_tail_sampler_matches_the_truncated_normal():

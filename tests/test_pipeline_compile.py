@@ -45,6 +45,18 @@ def test_every_pipeline_parameter_is_exposed_with_its_default(tmp_path):
         assert params[field.name]["defaultValue"] == getattr(defaults, field.name), field.name
 
 
+def test_compile_param_sets_the_yaml_defaults_and_help_describes_each(tmp_path):
+    from pipelines.cli import main
+
+    path = tmp_path / "full.yaml"
+    assert main(["compile", "--output", str(path), "--param", "preset=full", "--param", "max_steps=0"]) == 0
+    with open(path, encoding="utf-8") as f:
+        params = yaml.safe_load(f)["root"]["inputDefinitions"]["parameters"]
+    assert params["preset"]["defaultValue"] == "full" and params["max_steps"]["defaultValue"] == 0
+    assert params["mc_events"]["defaultValue"] == PipelineParams().mc_events
+    assert params["training_loop"]["description"].startswith("'custom' (strategy.run in a tf.function)")
+
+
 def test_image_comes_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CALOFORGE_IMAGE", "registry.local/caloforge-cpu:dev")
     spec = _compile(tmp_path)

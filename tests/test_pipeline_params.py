@@ -1,8 +1,25 @@
-"""Pipeline parameters: typed overrides with errors that name the parameter."""
+"""Pipeline parameters: derived from the stage configs, typed overrides, errors that name the parameter."""
+
+import dataclasses
+import inspect
+import typing
 
 import pytest
 
-from pipelines.config import PipelineParams, parse_overrides
+from components import stages
+from data_prep import records
+from data_prep.config_cli import describe
+from data_prep.convert import ConvertConfig
+from pipelines.config import (
+    EMBEDDED_DEMO,
+    PARAMETERS,
+    STAGES,
+    PipelineParams,
+    component_parameters,
+    parse_overrides,
+    stage_values,
+)
+from trainer.config import TrainConfig
 
 
 def test_overrides_are_converted_to_field_types():
@@ -23,3 +40,90 @@ def test_unknown_and_malformed_parameters_are_named():
 def test_round_trip_through_dict():
     params = PipelineParams(mc_events=10)
     assert PipelineParams.from_dict(params.to_dict()) == params
+
+
+# ---------------------------------------------------------------------------------------------
+# One source: every pipeline parameter is a stage config field, with the same type and default.
+
+
+def test_every_parameter_sets_a_stage_field_of_the_same_type():
+    fields = {f.name: f for f in dataclasses.fields(PipelineParams)}
+    assert [p.name for p in PARAMETERS] == list(fields)
+    for param in PARAMETERS:
+        info = param.stage_field()
+        assert typing.get_type_hints(PipelineParams)[param.name] is info.type, param.name
+        assert info.kind in ("int", "float", "str", "bool"), f"{param.name}: KFP takes scalars only"
+        assert fields[param.name].metadata["help"].startswith(info.help), param.name
+
+
+def test_defaults_are_the_stage_defaults_unless_a_documented_demo_override():
+    demo = PipelineParams()
+    for param in PARAMETERS:
+        stage_default = param.stage_field().default
+        value = getattr(demo, param.name)
+        if param.name in EMBEDDED_DEMO:
+            override, reason = EMBEDDED_DEMO[param.name]
+            assert value == override and override != stage_default and reason.strip(), param.name
+        else:
+            assert value == stage_default, f"{param.name}: DAG {value!r} vs stage {stage_default!r}"
+    # The drifts a user met: a stage run alone now agrees with the DAG.
+    convert = ConvertConfig(inputs=["x.h5"], output="out")
+    assert (convert.encoding, convert.test_fraction) == (demo.encoding, demo.test_fraction) == ("sparse", 0.2)
+    assert TrainConfig().lr_scaling == demo.lr_scaling == "linear"
+    assert PipelineParams.stage_defaults().batch_size_per_replica == TrainConfig().batch_size_per_replica == 64
+
+
+def test_choices_are_the_stage_choices():
+    from data_prep.convert import ON_BAD_EVENT
+
+    choices = {i.name: i.choices for i in describe(PipelineParams)}
+    for param in PARAMETERS:
+        declared = param.stage_field().choices
+        if declared is not None:
+            assert choices[param.name] == declared, param.name
+    # ConvertConfig declares its choices: the DAG's are the converter's own.
+    assert choices["encoding"] == records.ENCODINGS and choices["compression"] == records.COMPRESSIONS
+    assert choices["on_bad_event"] == tuple(ON_BAD_EVENT)
+    assert set(choices["preset"]) == {"full", "small", "tiny", "fixed_angle"}
+
+
+def test_component_signatures_match_the_wiring():
+    hints = typing.get_type_hints(PipelineParams)
+    for stage, (_, component) in STAGES.items():
+        signature = inspect.signature(getattr(stages, component))
+        scalars = {name: p.annotation for name, p in signature.parameters.items()
+                   if p.annotation in (int, float, str, bool)}
+        assert list(scalars) == component_parameters(stage), component
+        for name, annotation in scalars.items():
+            assert annotation is hints[name], f"{component}({name}: {annotation.__name__})"
+
+
+def test_stage_values_map_pipeline_names_onto_config_fields():
+    values = PipelineParams(training_loop="builtin", train_seed=5, eval_events=40).to_dict()
+    assert stage_values("train", values)["loop"] == "builtin" and stage_values("train", values)["seed"] == 5
+    assert stage_values("evaluate", values) == {"max_events": 40, "seed": 7}
+    assert "input_uri" not in stage_values("generate", values) and "beam_args" not in stage_values("convert", values)
+
+
+def test_values_are_checked_with_the_stage_rules_and_named():
+    with pytest.raises(ValueError, match=r"preset='ful' is not one of full, small, tiny, fixed_angle"):
+        PipelineParams().with_overrides({"preset": "ful"})
+    with pytest.raises(ValueError, match=r"pipeline parameter eval_events=-1: max_events must be >= 0"):
+        PipelineParams(eval_events=-1).validate()
+    with pytest.raises(ValueError, match=r"batch_size_per_replica=0: TrainConfig.batch_size_per_replica=0 must be >= 1"):
+        PipelineParams(batch_size_per_replica=0).validate()
+    with pytest.raises(ValueError, match=r"mc_events='3000'.* not a valid int"):
+        PipelineParams.from_dict({"mc_events": "3000"})
+    with pytest.raises(ValueError, match="input_uri.*give a gs:// folder"):
+        PipelineParams(input_uri="/data/3dgan").validate(cluster=True)
+    PipelineParams(input_uri="gs://bucket/3dgan").validate(cluster=True)
+    with pytest.raises(ValueError, match="beam_args"):
+        PipelineParams(beam_args="--runner='Dataflow").validate()
+
+
+def test_default_layers_apply_in_order():
+    layered = PipelineParams.layered(EMBEDDED_DEMO, {"batch_size_per_replica": (128, "a bigger device")})
+    assert layered.batch_size_per_replica == 128 and layered.mc_events == 3000
+    assert PipelineParams.layered(EMBEDDED_DEMO) == PipelineParams()
+    with pytest.raises(ValueError, match="unknown keys"):
+        PipelineParams.layered({"batch": (1, "typo")})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import logging
 
 import numpy as np
 import pytest
@@ -190,3 +192,55 @@ def test_manifest_round_trip_and_missing_manifest(tmp_path):
     (tmp_path / "bad" / "manifest.json").write_text(gzip.compress(b"{}").decode("latin-1"))
     with pytest.raises(ValueError, match="not a valid caloforge manifest"):
         manifest_lib.load_manifest(str(tmp_path / "bad"))
+
+
+def _write_manifest_dict(folder, drop=(), **over) -> str:
+    """A manifest.json as another caloforge might write it: _manifest()'s keys, changed."""
+    folder.mkdir(exist_ok=True)
+    data = {**_manifest().to_dict(), **over}
+    for key in drop:
+        del data[key]
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return str(folder / "manifest.json")
+
+
+def test_newer_major_format_version_says_upgrade_caloforge(tmp_path):
+    path = _write_manifest_dict(tmp_path / "v2", format_version="2.0", shard_index={"train": []})
+    with pytest.raises(manifest_lib.ManifestVersionError) as err:
+        manifest_lib.load_manifest(str(tmp_path / "v2"))
+    message = str(err.value)
+    for part in (path, "'2.0'", f"{manifest_lib.FORMAT_VERSION!r}", "upgrade caloforge"):
+        assert part in message, (part, message)
+    assert "not a valid caloforge manifest" not in message  # a newer file, not a broken one
+
+
+def test_newer_minor_format_version_tolerates_unknown_keys_and_logs_once(tmp_path, caplog):
+    written = manifest_lib.write_manifest(_manifest(), str(tmp_path / "now"))
+    assert json.loads(open(written).read())["format_version"] == manifest_lib.FORMAT_VERSION == "1.0"
+    path = _write_manifest_dict(tmp_path / "v1.3", format_version="1.3", shard_index={"train": [0, 9]}, signed_by="x")
+    with caplog.at_level(logging.WARNING, logger="data_prep.manifest"):
+        loaded = [manifest_lib.load_manifest(path) for _ in range(3)]
+    assert loaded[0] == loaded[2] and loaded[0].counts == {"train": 9, "test": 1}
+    assert loaded[0].format_version == "1.3"
+    notes = [r.getMessage() for r in caplog.records if "signed_by" in r.getMessage()]
+    assert len(notes) == 1 and "shard_index" in notes[0] and path in notes[0]
+    # at this caloforge's own version an unknown key is still an error (a typo or a hand edit)
+    same = _write_manifest_dict(tmp_path / "v1.0", format_version="1.0", shard_index={})
+    with pytest.raises(ValueError, match=r"unknown keys \['shard_index'\]"):
+        manifest_lib.load_manifest(same)
+
+
+@pytest.mark.parametrize("version", ["1", "v1", "1.x", "1.0.0", 1.0, True, None, "missing"])
+def test_malformed_format_version_is_named(tmp_path, version):
+    if version == "missing":
+        path = _write_manifest_dict(tmp_path / "bad", drop=["format_version"])
+    else:
+        path = _write_manifest_dict(tmp_path / "bad", format_version=version)
+    with pytest.raises(manifest_lib.ManifestVersionError, match="format_version") as err:
+        manifest_lib.load_manifest(path)
+    assert path in str(err.value)
+    if version != "missing":
+        assert f"{json.loads(json.dumps(version))!r}" in str(err.value) and "MAJOR.MINOR" in str(err.value)
+    # manifests written before minor versions existed hold the integer 1: still read, as 1.0
+    legacy = _write_manifest_dict(tmp_path / "legacy", format_version=1)
+    assert manifest_lib.load_manifest(legacy).counts["train"] == 9

@@ -1,5 +1,5 @@
-"""trainer configuration surface: TrainConfig, the CLI flags, lr scaling, the hardware map and
-the strategy factory's errors."""
+"""trainer configuration surface: TrainConfig, the CLI flags, lr scaling and the strategy factory's
+errors. (The hardware map moved to pipelines/hardware.py: tests/test_hardware_profiles.py.)"""
 
 import concurrent.futures
 import json
@@ -11,7 +11,6 @@ import time
 import pytest
 
 from trainer.config import TrainConfig, scaled_learning_rate
-from trainer.hardware import HardwareProfile, backend_settings, kfp_resources
 from trainer.strategy import (TPU_ENV_HINTS, HardwareNotFoundError,
                               check_grpc_endpoint, make_strategy, on_google_cloud, tpu_hinted)
 from trainer.train import build_parser
@@ -70,47 +69,6 @@ def test_cli_flags_map_one_to_one_onto_config_fields():
     cfg = TrainConfig.from_dict(vars(args))
     assert (cfg.data, cfg.output_dir, cfg.shuffle, cfg.jit_compile, cfg.max_steps) == ("m.json", "o", False, True, 7)
     assert cfg.loss_weights == (1.0, 2.0, 3.0, 4.0)
-
-
-def test_hardware_profiles_map_to_strategy_precision_and_resources():
-    cpu = backend_settings(HardwareProfile())
-    assert (cpu.strategy, cpu.precision, cpu.jit_compile, cpu.replicas) == ("default", "float32", False, 1)
-    gpus = HardwareProfile("gpu", count=4, gpu_type="nvidia-tesla-a100")
-    s = backend_settings(gpus)
-    assert (s.strategy, s.precision, s.jit_compile, s.replicas) == ("mirrored", "mixed_float16", True, 4)
-    assert backend_settings(HardwareProfile("gpu", gpu_type="v100")).strategy == "one_device"
-    assert backend_settings(HardwareProfile("gpu", count=8, workers=2)).strategy == "multi_worker"
-    vertex = kfp_resources(gpus, "vertex")
-    assert (vertex.accelerator_type, vertex.accelerator_count) == ("NVIDIA_TESLA_A100", 4)
-    kube = kfp_resources(gpus, "kubeflow")
-    assert kube.accelerator_type == "nvidia.com/gpu"
-    assert kube.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
-    tpu = HardwareProfile("tpu", tpu_version="v3", tpu_topology="2x2")
-    t = backend_settings(tpu)
-    assert (t.strategy, t.precision, t.replicas, t.batch_size_per_replica) == ("tpu", "mixed_bfloat16", 8, 128)
-    assert kfp_resources(tpu, "vertex").accelerator_type == "TPU_V3"
-    assert kfp_resources(tpu, "kubeflow").node_selector["cloud.google.com/gke-tpu-topology"] == "2x2"
-    assert kfp_resources(HardwareProfile("tpu", tpu_version="v5e", tpu_topology="2x4"), "kubeflow").accelerator_count == 8
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    ({"accelerator": "fpga"}, "accelerator='fpga'"),
-    ({"accelerator": "gpu", "gpu_type": "gtx480"}, "gpu_type='gtx480'"),
-    ({"accelerator": "tpu", "tpu_version": "v9"}, "tpu_version='v9'"),
-    ({"accelerator": "tpu", "tpu_topology": "2by2"}, "tpu_topology='2by2'"),
-])
-def test_bad_hardware_profiles_are_named(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        HardwareProfile(**kwargs)
-
-
-def test_hardware_module_does_not_import_tensorflow():
-    import subprocess
-    import sys
-
-    code = "import sys, trainer.hardware; print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 def test_unknown_strategy_names_the_valid_ones():
@@ -233,3 +191,4 @@ def test_tpu_strategy_without_a_tpu_fails_fast_and_clearly():
         make_strategy("tpu", tpu="local")
     # Not a timing assertion on speed, only that it did not hang on a network connection.
     assert time.monotonic() - t0 < 120
+

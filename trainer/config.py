@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
 from data_prep.angle import ANGLE_DEFINITIONS
+from data_prep.config_cli import check_choices, choices_field
 from data_prep.strict_fields import reject_unknown_keys
+from trainer.presets import PRESETS
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -35,8 +38,9 @@ class TrainConfig:
         loop: 'custom' (strategy.run in a tf.function) or 'builtin' (keras fit).
         batch_size_per_replica: Events per replica per step; global batch = this x replicas.
         learning_rate: RMSprop base learning rate before lr_scaling.
-        lr_scaling: How the base rate grows with replicas: none|linear|sqrt. The published
-            code never scaled it, which silently changes the dynamics with the replica count.
+        lr_scaling: How the base rate grows with replicas: none|linear|sqrt. Linear by default:
+            the published code never scaled it, which silently changes the dynamics with the
+            replica count (one replica trains the same under every rule).
         epochs: Passes over the training split (ignored when max_steps > 0).
         steps_per_epoch: Steps per epoch; 0 derives it from the manifest's train count.
         max_steps: If > 0, stop after this many steps in total (tests, benchmarks, demos).
@@ -77,30 +81,31 @@ class TrainConfig:
             the same preset and dataset is resumed either way.
     """
 
-    data: str = ""
-    output_dir: str = ""
-    preset: str = "small"
-    strategy: str = "auto"
+    # Empty in a bare TrainConfig() (presets, tests, the DAG fill them in); required on the CLI.
+    data: str = field(default="", metadata={"path": "input", "required": True})
+    output_dir: str = field(default="", metadata={"path": "output", "required": True})
+    preset: str = choices_field("small", PRESETS)
+    strategy: str = choices_field("auto", STRATEGIES)
     tpu: str = ""
     tpu_connect_timeout: float = 60.0
-    loop: str = "custom"
+    loop: str = choices_field("custom", LOOPS)
     batch_size_per_replica: int = 64
     learning_rate: float = 1e-3
-    lr_scaling: str = "none"
+    lr_scaling: str = choices_field("linear", LR_SCALINGS)
     epochs: int = 1
     steps_per_epoch: int = 0
     max_steps: int = 0
     steps_per_call: int = 1
-    precision: str = "float32"
+    precision: str = choices_field("float32", PRECISIONS)
     jit_compile: bool = False
-    layers: str = "fused"
-    angle_key: str = "mtheta"
+    layers: str = choices_field("fused", LAYERS)
+    angle_key: str = choices_field("mtheta", ANGLE_KEYS)
     energy_scale: float = 100.0
     loss_weights: tuple[float, float, float, float] = (3.0, 0.1, 25.0, 0.1)
     label_flip_prob: float = 0.05
     generator_updates: int = 2
-    d_mode_in_g_update: str = "train"
-    angle_definition: str = "published"
+    d_mode_in_g_update: str = choices_field("train", D_MODES)
+    angle_definition: str = choices_field("published", ANGLE_DEFINITIONS)
     seed: int = 0
     deterministic: bool = False
     shuffle: bool = True
@@ -118,20 +123,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its value."""
-        choices = {
-            "strategy": STRATEGIES,
-            "precision": PRECISIONS,
-            "lr_scaling": LR_SCALINGS,
-            "loop": LOOPS,
-            "layers": LAYERS,
-            "angle_key": ANGLE_KEYS,
-            "d_mode_in_g_update": D_MODES,
-            "angle_definition": ANGLE_DEFINITIONS,
-        }
-        for name, valid in choices.items():
-            value = getattr(self, name)
-            if value not in valid:
-                raise ValueError(f"TrainConfig.{name}={value!r} is not one of {', '.join(valid)}")
+        check_choices(self)  # preset, strategy, loop, lr_scaling, precision, layers, angle_key,
+        # d_mode_in_g_update, angle_definition
         positive = ("batch_size_per_replica", "steps_per_call", "generator_updates", "log_every",
                     "keep_checkpoints", "empty_check_every", "empty_patience")
         for name in positive:

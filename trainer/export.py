@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ import keras
 import numpy as np
 
 from data_prep import uri
+from data_prep.console import ProgressLog
 from trainer.models import build_generator
 from trainer.presets import get_preset
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "generator.keras"
 CONFIG_FILE = "generator_config.json"
@@ -106,9 +110,11 @@ class GeneratorBundle:
         latent = np.concatenate([cond, noise], axis=1)
         shape = tuple(self.config["image_shape"])
         out = np.empty((energy.size, *shape), dtype=np.float32)
+        progress = ProgressLog(log, "generating showers", energy.size, "showers")
         for start in range(0, energy.size, batch_size):
             images = self.model(latent[start:start + batch_size], training=False)
             out[start:start + batch_size] = np.asarray(images)[..., 0]
+            progress.update(min(start + batch_size, energy.size))
         np.power(np.clip(out, 0.0, None), 1.0 / float(self.config["power"]), out=out)
         return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import socket
@@ -13,6 +12,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from trainer.cluster import export_tf_config, tf_config_from_environment
 from trainer.config import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -22,19 +22,10 @@ class HardwareNotFoundError(RuntimeError):
     """The strategy asked for hardware (GPUs, a TPU, a worker cluster) that is not there."""
 
 
-def _tf_config() -> dict:
-    raw = os.environ.get("TF_CONFIG", "")
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {raw[:200]!r}") from None
-
-
 def cluster_workers() -> int:
-    """Number of workers (chief included) that TF_CONFIG describes; 0 when TF_CONFIG is unset."""
-    cluster = _tf_config().get("cluster", {})
+    """Number of workers (chief included) in this process's cluster: TF_CONFIG, or what Vertex
+    AI's CLUSTER_SPEC or a caloforge JobSet describe (trainer.cluster); 0 when there is none."""
+    cluster = tf_config_from_environment().get("cluster", {})
     return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
 
 
@@ -198,7 +189,8 @@ def make_strategy(name: str, tpu: str = "", connect_timeout: float = 60.0) -> tf
     TPU (tpu_hinted), a TPU if one resolves; else several GPUs -> mirrored, one GPU ->
     one_device, else the default (CPU) strategy.
     mirrored runs over the local GPUs, or over several logical CPU devices when there is no
-    GPU (tests). multi_worker reads TF_CONFIG; collectives use NCCL on GPU and ring on CPU.
+    GPU (tests). multi_worker reads TF_CONFIG, set from Vertex AI's CLUSTER_SPEC or a caloforge
+    JobSet's worker list when unset (trainer.cluster); collectives use NCCL on GPU and ring on CPU.
 
     Args:
         name: One of trainer.config.STRATEGIES (case-insensitive).
@@ -213,6 +205,8 @@ def make_strategy(name: str, tpu: str = "", connect_timeout: float = 60.0) -> tf
     key = (name or "").lower()
     if key not in STRATEGIES:
         raise ValueError(f"strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+    if key in ("auto", "multi_worker"):
+        export_tf_config()  # TensorFlow's resolver reads TF_CONFIG only
     # Physical devices only: listing logical devices would initialise the runtime, after
     # which MultiWorkerMirroredStrategy can no longer configure its collectives.
     gpus = tf.config.list_physical_devices("GPU")
@@ -244,7 +238,7 @@ def make_strategy(name: str, tpu: str = "", connect_timeout: float = 60.0) -> tf
         if cluster_workers() < 1:
             raise HardwareNotFoundError(
                 "strategy 'multi_worker' needs TF_CONFIG describing the worker cluster "
-                "(TF_CONFIG is unset or lists no workers)")
+                "(TF_CONFIG is unset or lists no workers; nor is CLUSTER_SPEC or CALOFORGE_WORKER_HOSTS set)")
         impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
                 else tf.distribute.experimental.CommunicationImplementation.RING)
         options = tf.distribute.experimental.CommunicationOptions(implementation=impl)

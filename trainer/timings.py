@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 
 from data_prep import uri
+from data_prep.console import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,6 @@ class TimingLog:
         if self.enabled and uri.is_gcs(self.path) and self._pending:
             uri.write_text(self.path, "\n".join(self._lines) + "\n")
             self._pending = 0
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 class Progress:

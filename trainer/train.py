@@ -1,8 +1,7 @@
-"""Entry point of training: train(config) -> TrainResult, and the `caloforge train` CLI (main)."""
+"""Entry point of training: train(config) -> TrainResult (the `caloforge train` CLI lives in trainer.cli)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -12,7 +11,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import keras
 import numpy as np
@@ -20,6 +19,7 @@ import tensorflow as tf
 
 from data_prep import uri
 from trainer.checkpointing import Checkpointer, make_checkpoint
+from trainer.cli import build_parser, main  # noqa: F401  (python -m trainer.train; older imports)
 from trainer.config import TrainConfig, scaled_learning_rate
 from trainer.custom_loop import CustomLoop
 from trainer.export import export_generator
@@ -356,49 +356,6 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
                        json.dumps(result.to_dict(), indent=2, sort_keys=True))
     log.info("trained %d steps (%d this run) in %.1f s", done, done - start, result.wall_seconds)
     return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Flags generated from TrainConfig's fields, one flag per field (--field-name)."""
-    parser = argparse.ArgumentParser(prog="caloforge train", description=__doc__)
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        doc = _field_doc(f.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=default, help=doc)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, dest=f.name, type=float, nargs=len(default),
-                                default=list(default), help=doc)
-        else:
-            parser.add_argument(flag, dest=f.name, type=type(default), default=default, help=doc)
-    return parser
-
-
-def _field_doc(name: str) -> str:
-    lines = (TrainConfig.__doc__ or "").splitlines()
-    for i, line in enumerate(lines):
-        if line.strip().startswith(name + ":"):
-            text = [line.strip()[len(name) + 1:].strip()]
-            for nxt in lines[i + 1:]:
-                if nxt.startswith(" " * 12) and nxt.strip():
-                    text.append(nxt.strip())
-                else:
-                    break
-            return " ".join(text).replace("%", "%%")
-    return ""
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: parse flags into a TrainConfig, train, print the summary as JSON."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = TrainConfig.from_dict(vars(args))
-    result = train(config)
-    print(json.dumps(result.to_dict(), sort_keys=True))
-    return 0
 
 
 if __name__ == "__main__":
