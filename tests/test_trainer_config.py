@@ -4,7 +4,10 @@ errors. (The hardware map moved to pipelines/hardware.py: tests/test_hardware_pr
 import concurrent.futures
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +17,8 @@ from trainer.config import TrainConfig, scaled_learning_rate
 from trainer.strategy import (TPU_ENV_HINTS, HardwareNotFoundError,
                               check_grpc_endpoint, make_strategy, on_google_cloud, tpu_hinted)
 from trainer.train import build_parser
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_config_round_trips_through_json():
@@ -192,3 +197,20 @@ def test_tpu_strategy_without_a_tpu_fails_fast_and_clearly():
     # Not a timing assertion on speed, only that it did not hang on a network connection.
     assert time.monotonic() - t0 < 120
 
+
+def test_cli_reports_a_named_tpu_off_google_cloud_in_one_line(tmp_path, closed_port):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")  # never read: the strategy is made first
+    env = {**os.environ, "GCE_METADATA_HOST": f"127.0.0.1:{closed_port}",
+           "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("TF_CONFIG", None)
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "--data", str(manifest),
+                           "--output-dir", str(tmp_path / "out"), "--strategy", "tpu", "--tpu", "my-tpu"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "caloforge train: error: strategy 'tpu' asked for TPU 'my-tpu' by name, which only resolves "
+        "on Google Cloud")
+    assert time.monotonic() - t0 < 120  # TensorFlow's start-up, not a 90 s metadata timeout

@@ -18,8 +18,12 @@ from trainer.config import STRATEGIES
 log = logging.getLogger(__name__)
 
 
-class HardwareNotFoundError(RuntimeError):
-    """The strategy asked for hardware (GPUs, a TPU, a worker cluster) that is not there."""
+class HardwareNotFoundError(RuntimeError, ValueError):
+    """The strategy asked for hardware (GPUs, a TPU, a worker cluster) that is not there.
+
+    Also a ValueError: asking for absent hardware is a user's choice to correct, which the CLI
+    reports in one line with exit code 2 (pipelines.cli.USER_ERRORS), not as a traceback.
+    """
 
 
 def cluster_workers() -> int:
