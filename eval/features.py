@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.angle import measured_angle
+from data_prep.angle import is_empty_shower_angle, measured_angle
 from data_prep.console import ProgressLog
 
 LOG = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ class ShowerFeatures:
         m2: Second (central) moments along x, y, z, (n, 3); NaN for empty events.
         max_position: Cell index (x, y, z) of the maximum deposit, (n, 3) int.
         n_hits: Number of cells above the hit threshold, (n,) int.
-        measured_angle: Angle measured from the shower (data_prep.angle), radians, (n,).
+        measured_angle: Angle measured from the shower (data_prep.angle, the published
+            definition), radians, (n,); NaN for empty events.
         cell_hist: Per-event counts of cell energies in ``CELL_SPECTRUM_EDGES`` bins, (n, 70).
         empty: True where the event has no positive energy, (n,).
         hit_threshold_raw: The hit threshold used, raw units.
@@ -288,10 +289,7 @@ def compute_features(
         flat = block.reshape(stop - start, -1)
         max_position[start:stop] = np.stack(np.unravel_index(flat.argmax(axis=1), (nx, ny, nz)), axis=1)
         n_hits[start:stop] = np.count_nonzero(flat > thr, axis=1)
-        # The measured angle depends only on the y-z projection (data_prep.angle projects first),
-        # so the projection with a single x cell gives the same angle for a fraction of the work
-        # (identical for non-negative cells, which both the Monte Carlo and the ReLU generator give).
-        angle[start:stop] = measured_angle(eyz[:, None, :, :])
+        angle[start:stop] = measured_angle(block)
         # Per-event histogram of positive cell energies: one bincount over (event, bin) pairs.
         ev, cell = np.nonzero(flat > 0)
         bins = np.searchsorted(CELL_SPECTRUM_EDGES, flat[ev, cell], side="right") - 1
@@ -302,6 +300,7 @@ def compute_features(
         progress.update(stop)
     ecal_sum = shapes[2].sum(axis=1)
     empty = ~(ecal_sum > 0)
+    angle[is_empty_shower_angle(angle)] = np.nan  # the published sentinel (100) is no angle
     safe = np.where(empty, 1.0, ecal_sum)
     m1 = np.stack([(s @ i) / safe for s, i in zip(shapes, idx)], axis=1)
     m2 = np.stack([(s @ (i * i)) / safe - m1[:, k] ** 2 for k, (s, i) in enumerate(zip(shapes, idx))], axis=1)

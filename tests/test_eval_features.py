@@ -44,6 +44,8 @@ def test_moments_sums_and_hits_of_hand_built_showers():
     assert f.n_hits.tolist() == [2, 2, 0]
     assert f.empty.tolist() == [False, False, True]
     assert np.all(np.isnan(f.m1[2])) and np.all(np.isnan(f.m2[2]))
+    # An empty shower has no angle: NaN, not the published sentinel 100 (which would pull means).
+    assert np.isnan(f.measured_angle[2]) and np.all(np.isfinite(f.measured_angle[:2]))
     # Cell spectrum: every positive cell counted once, in the bin holding its energy.
     assert f.cell_hist.sum(axis=1).tolist() == [2, 3, 0]
     assert f.cell_hist[0, np.searchsorted(CELL_SPECTRUM_EDGES, 6.0, side="right") - 1] == 1

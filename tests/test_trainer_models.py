@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep.angle import measured_angle
+from data_prep.angle import EMPTY_SHOWER_ANGLE, measured_angle
 from trainer.models import Discriminator, build_generator, generator_layer_table, measured_angle_tf
 from trainer.presets import PRESETS, get_preset
 
@@ -93,28 +93,88 @@ def _tilted_showers(rng, n):
     return ecal
 
 
-def test_angle_head_matches_data_prep_measured_angle():
+def _angle_test_showers():
+    """Tilted random showers, an empty event, a one-layer event, dense noise and showers
+    whose axis also moves in x, with empty layers inside."""
     rng = np.random.default_rng(7)
     raw = _tilted_showers(rng, 6)
     raw = np.concatenate([raw, np.zeros((1, 51, 51, 25), np.float32)])  # empty event
     one_layer = np.zeros((1, 51, 51, 25), np.float32)
     one_layer[0, 25, 25, 3] = 5.0
-    raw = np.concatenate([raw, one_layer, rng.random((2, 51, 51, 25)).astype(np.float32)])
-    expected = measured_angle(raw)
-    got = measured_angle_tf(tf.constant(raw)).numpy()
-    np.testing.assert_allclose(got, expected, atol=2e-4)
-    assert got[6] == pytest.approx(np.pi / 2) and got[7] == pytest.approx(np.pi / 2)
+    xtilt = _tilted_showers(rng, 2).transpose(0, 2, 1, 3) + _tilted_showers(rng, 2)
+    xtilt[:, :, :, 10] = 0.0
+    return np.concatenate([raw, one_layer, rng.random((2, 51, 51, 25)).astype(np.float32), xtilt])
+
+
+@pytest.mark.parametrize("definition", ["published", "slope"])
+def test_angle_head_matches_data_prep_measured_angle(definition):
+    raw = _angle_test_showers()
+    expected = measured_angle(raw, definition)
+    got = measured_angle_tf(tf.constant(raw), definition).numpy()
+    # float32 against float64 sums over up to 65k cells: at most 5.5e-7 rad measured.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    empty = EMPTY_SHOWER_ANGLE if definition == "published" else np.pi / 2
+    assert got[6] == pytest.approx(empty) and got[7] == pytest.approx(np.pi / 2)
     assert np.ptp(got[:6]) > 0.3  # the tilted showers really span different angles
 
 
-def test_discriminator_physics_heads_work_on_power_transformed_images():
+@pytest.mark.parametrize("theta_deg,phi_deg", [(62.0, 90.0), (118.0, 60.0), (90.0, 120.0)])
+def test_published_angle_head_reads_a_known_axis(theta_deg, phi_deg):
+    from tests.test_angle import line_shower
+
+    raw = line_shower(theta_deg, phi_deg=phi_deg, z_range=(4, 18))[None]
+    got = measured_angle_tf(tf.constant(raw)).numpy()[0]
+    assert np.degrees(got) == pytest.approx(theta_deg, abs=1e-3)
+
+
+@pytest.mark.parametrize("implementation", ["fused", "keras"])
+@pytest.mark.parametrize("definition", ["published", "slope"])
+def test_discriminator_physics_heads_work_on_power_transformed_images(implementation, definition):
     preset = get_preset("tiny")
-    disc = Discriminator(preset)
-    raw = _tilted_showers(np.random.default_rng(3), 3)
+    disc = Discriminator(preset, implementation=implementation, angle_definition=definition)
+    raw = _angle_test_showers()
     images = tf.constant(raw ** preset.power)[..., None]
     out = disc(images, training=False)
-    np.testing.assert_allclose(out["ecal_sum"].numpy(), raw.reshape(3, -1).sum(1), rtol=1e-4)
-    np.testing.assert_allclose(out["angle"].numpy(), measured_angle(raw), atol=2e-4)
+    np.testing.assert_allclose(out["ecal_sum"].numpy(), raw.reshape(len(raw), -1).sum(1), rtol=1e-4)
+    # The power round trip costs float32 rounding on every cell: 2e-4 rad allowed.
+    np.testing.assert_allclose(out["angle"].numpy(), measured_angle(raw, definition), rtol=0, atol=2e-4)
+
+
+def test_discriminator_rejects_an_unknown_angle_definition():
+    with pytest.raises(ValueError, match="angle_definition='axis'; valid: published, slope"):
+        Discriminator(get_preset("tiny"), angle_definition="axis")
+
+
+def test_published_angle_head_gradient_is_finite_with_empty_layers_and_showers():
+    preset = get_preset("tiny")
+    disc = Discriminator(preset)
+    raw = _tilted_showers(np.random.default_rng(4), 3)
+    raw[1, :, :, 12:] = 0.0  # empty layers behind the shower
+    raw[2] = 0.0  # an empty shower: its head is the sentinel, its gradient zero
+    images = tf.Variable(raw[..., None] ** preset.power)
+    with tf.GradientTape() as tape:
+        angle = disc(images, training=False)["angle"]
+        loss = tf.reduce_sum(angle)
+    grad = tape.gradient(loss, images).numpy()
+    assert angle.numpy()[2] == pytest.approx(EMPTY_SHOWER_ANGLE)
+    assert np.all(np.isfinite(grad)) and np.abs(grad[:2]).max() > 0
+    assert np.abs(grad[2]).max() == 0.0
+
+
+def test_discriminator_batch_norm_epsilon_and_generator_initialisers_are_published():
+    # Published: discriminator BatchNormalization(epsilon=1e-6); generator hidden Conv3D
+    # kernel_initializer='he_uniform', output Conv3D 'glorot_normal'.
+    for name in ("full", "small", "tiny"):
+        preset = get_preset(name)
+        for implementation in ("fused", "keras"):
+            disc = Discriminator(preset, implementation=implementation)
+            bns = [l for block in disc.blocks for l in block if "bn" in l.name]
+            assert bns and all(bn.epsilon == 1e-6 for bn in bns)
+            gen = build_generator(preset, implementation=implementation)
+            convs = [l for l in gen.layers if l.name.startswith("conv")]
+            kinds = {l.name: type(l.kernel_initializer).__name__ for l in convs}
+            assert kinds.pop("conv_out") == "GlorotNormal"
+            assert kinds and set(kinds.values()) == {"HeUniform"}, kinds
 
 
 def test_physics_heads_pass_gradients_to_generated_images():

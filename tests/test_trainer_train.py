@@ -5,6 +5,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tensorflow as tf
 from trainer.config import TrainConfig
 from trainer.export import load_generator
 from trainer.inputs import in_memory_dataset_fn
+from trainer.output_dir import OutputDirConflictError
 from trainer.train import DivergenceError, train
 
 
@@ -202,3 +204,43 @@ def test_incomplete_generator_folder_is_named(tmp_path):
     (tmp_path / "generator.keras").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="generator_config.json does not exist"):
         load_generator(str(tmp_path))
+
+
+def test_output_dir_of_another_preset_is_refused_and_left_alone(trained, manifest):
+    out, _, _ = trained
+    before = {name: (out / name).read_bytes() for name in ("config.json", "timings.jsonl")}
+    with pytest.raises(OutputDirConflictError, match=(
+            rf"output dir {out} holds a run of preset 'tiny', dataset content:[0-9a-f]+ \({manifest}\); "
+            rf"this run is preset 'small', .*: choose another --output-dir, or pass --overwrite")):
+        train(tiny_config(manifest, out, preset="small"))
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def _other_dataset(manifest, folder):
+    """The same shards under a manifest with another content hash: another dataset."""
+    copy = shutil.copytree(os.path.dirname(manifest), folder)
+    path = os.path.join(copy, "manifest.json")
+    data = json.loads(open(path).read())
+    data["content_hash"] = "0" * 64
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+    return path
+
+
+def test_output_dir_of_another_dataset_is_refused_unless_overwrite(manifest, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(manifest, out, max_steps=2, checkpoint_every=0))
+    (out / "notes.txt").write_text("mine")
+    other = _other_dataset(manifest, str(tmp_path / "other"))
+    with pytest.raises(OutputDirConflictError, match="this run is preset 'tiny', dataset content:0000"):
+        train(tiny_config(other, out, max_steps=2, checkpoint_every=0))
+    result = train(tiny_config(other, out, max_steps=2, checkpoint_every=0, overwrite=True))
+    assert (result.start_step, result.steps) == (0, 2)  # started afresh, not resumed
+    records = [json.loads(l) for l in (out / "timings.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2]  # the first run's records are gone
+    config = json.loads((out / "config.json").read_text())
+    assert config["derived"]["dataset_fingerprint"] == "content:" + "0" * 64
+    assert (out / "notes.txt").read_text() == "mine"  # nothing the trainer did not write is removed
+    # The same run again resumes, --overwrite or not.
+    again = train(tiny_config(other, out, max_steps=3, checkpoint_every=0, overwrite=True))
+    assert again.start_step == 2

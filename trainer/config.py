@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from data_prep.angle import ANGLE_DEFINITIONS
 from data_prep.config_cli import check_choices, choices_field
 from data_prep.strict_fields import reject_unknown_keys
 from trainer.presets import PRESETS
@@ -17,6 +18,7 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 LOOPS = ("custom", "builtin")
 LAYERS = ("fused", "keras")  # trainer.models.IMPLEMENTATIONS
 ANGLE_KEYS = ("mtheta", "theta")
+D_MODES = ("train", "inference")
 
 
 @dataclass
@@ -28,7 +30,11 @@ class TrainConfig:
         output_dir: Folder or gs:// prefix receiving checkpoints, generator, timings, summary.
         preset: Model preset name (see trainer.presets.PRESETS).
         strategy: Distribution strategy: auto|default|one_device|mirrored|multi_worker|tpu.
-        tpu: TPU name or 'local' for the tpu strategy ('' means 'local').
+        tpu: TPU for the tpu strategy: 'local' (a TPU VM's own chips; '' means 'local'),
+            grpc://HOST:PORT (a TPU worker), or a Cloud TPU name (resolved through the Google
+            Cloud metadata server, so refused at once off Google Cloud).
+        tpu_connect_timeout: Seconds a grpc:// TPU address may take to answer as a gRPC server
+            before the run fails (TensorFlow itself would wait forever).
         loop: 'custom' (strategy.run in a tf.function) or 'builtin' (keras fit).
         batch_size_per_replica: Events per replica per step; global batch = this x replicas.
         learning_rate: RMSprop base learning rate before lr_scaling.
@@ -46,8 +52,18 @@ class TrainConfig:
         angle_key: Batch key used as the angle label (measured 'mtheta' by default).
         energy_scale: Energy label divisor (3DGAN uses E/100).
         loss_weights: Weights of (real/fake BCE, energy MAPE, angle MAE, ECAL-sum MAPE).
-        label_flip_prob: Probability of flipping a real label to fake in the D step.
+        label_flip_prob: Probability of flipping a D label in the D step, drawn afresh per event
+            and step: real 1 -> 0 on the real batch and fake 0 -> 1 on the fake batch (as the
+            published BitFlip on both batches).
         generator_updates: Generator updates per step (3DGAN trains G twice).
+        d_mode_in_g_update: Mode of the discriminator while G trains through it (its weights
+            are not updated either way): 'train' (batch statistics and dropout, as published;
+            the default) or 'inference' (moving statistics, no dropout). See docs/trainer.md
+            for a measured comparison.
+        angle_definition: Formula of the discriminator's angle head: 'published' (3DGAN's
+            measured angle, the one real files' mtheta follow; the default) or 'slope' (an
+            energy-weighted slope; closer to the generated theta on Monte Carlo, but it
+            disagrees with a published mtheta label: pair it with --angle-key theta).
         seed: Seed of weights, noise, label flips, dropout and input shuffling.
         deterministic: Enable TF op determinism (bit-exact resume on the same machine, batch
             size and replica count; slower).
@@ -59,6 +75,10 @@ class TrainConfig:
             (a call runs steps_per_call steps).
         empty_patience: Stop after this many consecutive checks with empty generated showers.
         empty_threshold: A generated batch whose mean raw ECAL sum is below this is 'empty'.
+        overwrite: Replace a run of another preset or dataset found in output_dir (its
+            config.json, checkpoints, generator, timings, TensorBoard scalars and summary are
+            removed first; nothing else); without it such a folder is refused. A folder holding
+            the same preset and dataset is resumed either way.
     """
 
     # Empty in a bare TrainConfig() (presets, tests, the DAG fill them in); required on the CLI.
@@ -67,6 +87,7 @@ class TrainConfig:
     preset: str = choices_field("small", PRESETS)
     strategy: str = choices_field("auto", STRATEGIES)
     tpu: str = ""
+    tpu_connect_timeout: float = 60.0
     loop: str = choices_field("custom", LOOPS)
     batch_size_per_replica: int = 64
     learning_rate: float = 1e-3
@@ -83,6 +104,8 @@ class TrainConfig:
     loss_weights: tuple[float, float, float, float] = (3.0, 0.1, 25.0, 0.1)
     label_flip_prob: float = 0.05
     generator_updates: int = 2
+    d_mode_in_g_update: str = choices_field("train", D_MODES)
+    angle_definition: str = choices_field("published", ANGLE_DEFINITIONS)
     seed: int = 0
     deterministic: bool = False
     shuffle: bool = True
@@ -92,6 +115,7 @@ class TrainConfig:
     empty_check_every: int = 1
     empty_patience: int = 50
     empty_threshold: float = 1e-6
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         self.loss_weights = tuple(float(w) for w in self.loss_weights)  # type: ignore[assignment]
@@ -99,7 +123,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its value."""
-        check_choices(self)  # preset, strategy, loop, lr_scaling, precision, layers, angle_key
+        check_choices(self)  # preset, strategy, loop, lr_scaling, precision, layers, angle_key,
+        # d_mode_in_g_update, angle_definition
         positive = ("batch_size_per_replica", "steps_per_call", "generator_updates", "log_every",
                     "keep_checkpoints", "empty_check_every", "empty_patience")
         for name in positive:
@@ -108,6 +133,9 @@ class TrainConfig:
         for name in ("epochs", "steps_per_epoch", "max_steps", "checkpoint_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if not self.tpu_connect_timeout > 0:
+            raise ValueError(f"TrainConfig.tpu_connect_timeout={self.tpu_connect_timeout!r} "
+                             "must be > 0 seconds")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} must be > 0")
         if not 0.0 <= self.label_flip_prob < 1.0:

@@ -34,18 +34,19 @@ class GAN(keras.Model):
         self.g_optimizer = g_optimizer
 
     def make_train_function(self, force: bool = False):
-        """Keras' own multi-step function, except with several replicas and
-        steps_per_execution > 1.
+        """One call runs steps_per_execution steps and returns the MEAN of their logs.
 
-        There Keras 3 wraps each step in a tf.cond inside a tf.while_loop, and the optimizer's
-        merge_call inside that cond fails under MirroredStrategy ("You must feed a value for
-        placeholder tensor", keras-team/keras#19246). This replacement runs exactly
-        steps_per_execution steps in a tf.range loop with no cond; train() therefore asks fit
-        for a multiple of steps_per_execution steps.
+        Keras' own multi-step function returns the last step's logs; the custom loop (and so
+        timings.jsonl, the progress line and TensorBoard) reports the mean over the call, so
+        both paths log the same quantity. The loop is a plain tf.range over exactly
+        steps_per_execution steps: Keras 3 wraps each step in a tf.cond inside a
+        tf.while_loop, and with several replicas the optimizer's merge_call inside that cond
+        fails ("You must feed a value for placeholder tensor", keras-team/keras#19246).
+        train() therefore asks fit for a multiple of steps_per_execution steps.
         """
         strategy = self.distribute_strategy
         k = int(self.steps_per_execution)
-        if k == 1 or strategy.num_replicas_in_sync == 1:
+        if k == 1:
             return super().make_train_function(force)
         if self.train_function is not None and not force:
             return self.train_function
@@ -63,10 +64,11 @@ class GAN(keras.Model):
 
         @tf.function
         def multi_step(iterator):
-            logs = one_step(next(iterator))
+            totals = one_step(next(iterator))
             for _ in tf.range(k - 1):
                 logs = one_step(next(iterator))
-            return logs
+                totals = {key: totals[key] + logs[key] for key in totals}
+            return {key: value / float(k) for key, value in totals.items()}
 
         self.train_function = multi_step
         return multi_step

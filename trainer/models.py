@@ -7,6 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
+from data_prep.angle import ANGLE_DEFINITIONS, EMPTY_SHOWER_ANGLE, ZPROJ_FLOOR
 from trainer import layers as fast
 from trainer.presets import ModelPreset, generator_output_shape
 
@@ -87,24 +88,74 @@ def _padded_conv(x, conv, dtype: str, pad_name: str, conv_name: str, filters: in
                                name=conv_name)(x)
 
 
-def measured_angle_tf(raw: tf.Tensor) -> tf.Tensor:
-    """TensorFlow twin of data_prep.angle.measured_angle (same formula, float32, differentiable).
+def measured_angle_tf(raw: tf.Tensor, definition: str = "published") -> tf.Tensor:
+    """TensorFlow twin of data_prep.angle.measured_angle (same formulas, float32, differentiable).
 
     Args:
         raw: (B, X, Y, Z) or (B, X, Y, Z, 1) cell energies in raw units.
+        definition: "published" (3DGAN's measured angle) or "slope" (data_prep.angle).
 
     Returns:
-        (B,) angle in radians: pi/2 - arctan(cov(y, z) / var(z)) with energy weights;
-        pi/2 where the event is empty or all energy sits in one layer.
+        (B,) angle in radians; EMPTY_SHOWER_ANGLE (100) for an empty shower under "published",
+        pi/2 for an empty or single-layer shower under "slope".
     """
     e = tf.nn.relu(tf.cast(raw, tf.float32))
     if e.shape.rank == 5:
         e = e[..., 0]
-    return angle_from_yz_projection(tf.reduce_sum(e, axis=1))
+    return angle_of_cells(e, tf.reduce_sum(e, axis=1), definition)
+
+
+def angle_of_cells(cells: tf.Tensor, eyz: tf.Tensor, definition: str = "published") -> tf.Tensor:
+    """The measured angle of (B, X, Y, Z) cells E >= 0 whose x-projection eyz (B, Y, Z) the
+    caller already has (the fused discriminator shares it with the ECAL-sum head).
+
+    Raises:
+        ValueError: for an unknown definition.
+    """
+    if definition not in ANGLE_DEFINITIONS:
+        raise ValueError(f"angle definition {definition!r} is not one of "
+                         f"{', '.join(ANGLE_DEFINITIONS)}")
+    if definition == "slope":
+        return angle_from_yz_projection(eyz)
+    nx, ny = cells.shape[1], cells.shape[2]
+    xc = tf.range(nx, dtype=tf.float32) + 0.5
+    yc = tf.range(ny, dtype=tf.float32) + 0.5
+    xw = tf.einsum("bxyz,x->bz", cells, xc)
+    yw = tf.einsum("byz,y->bz", eyz, yc)
+    return published_angle_from_layer_sums(tf.reduce_sum(eyz, axis=1), xw, yw)
+
+
+def published_angle_from_layer_sums(ez: tf.Tensor, xw: tf.Tensor, yw: tf.Tensor) -> tf.Tensor:
+    """3DGAN's measured angle from per-layer sums (B, Z): E, E (x + 0.5), E (y + 0.5); the
+    formula of data_prep.angle.angle_from_layer_sums.
+
+    Every division has a guarded denominator (not only a guarded result): an empty layer or
+    shower then has a zero gradient instead of the NaN that 0 * (0 / 0) gives through tf.where.
+    """
+    zc = tf.range(ez.shape[1], dtype=tf.float32) + 0.5
+    w = tf.reduce_sum(ez, axis=1)
+    has = w > 0
+    safe_w = tf.where(has, w, tf.ones_like(w))
+    x_ref = tf.reduce_sum(xw, axis=1) / safe_w
+    y_ref = tf.reduce_sum(yw, axis=1) / safe_w
+    z_ref = tf.reduce_sum(ez * zc, axis=1) / safe_w
+    layer = ez > 0
+    safe_ez = tf.where(layer, ez, tf.ones_like(ez))
+    x_mid = xw / safe_ez
+    y_mid = yw / safe_ez
+    dz = zc[None, :] - z_ref[:, None]
+    zproj = tf.sqrt(tf.maximum(tf.square(x_mid - x_ref[:, None]) + tf.square(dz), ZPROJ_FLOOR))
+    m = (y_mid - y_ref[:, None]) / zproj
+    m = tf.where(dz < 0, -m, m)
+    weights = tf.where(layer, zc[None, :] * tf.ones_like(ez), tf.zeros_like(ez))
+    total = tf.reduce_sum(weights, axis=1)
+    safe_total = tf.where(total > 0, total, tf.ones_like(total))
+    angle = tf.reduce_sum((math.pi / 2.0 - tf.atan(m)) * weights, axis=1) / safe_total
+    return tf.where(has, angle, tf.fill(tf.shape(angle), EMPTY_SHOWER_ANGLE))
 
 
 def angle_from_yz_projection(eyz: tf.Tensor) -> tf.Tensor:
-    """measured_angle_tf from the shower already summed over x: (B, Y, Z) -> (B,) radians."""
+    """The "slope" angle from the shower already summed over x: (B, Y, Z) -> (B,) radians."""
     ny, nz = eyz.shape[1], eyz.shape[2]
     y = tf.range(ny, dtype=tf.float32)
     z = tf.range(nz, dtype=tf.float32)
@@ -140,7 +191,8 @@ class Discriminator(keras.Model):
 
     Heads: real/fake logit (Dense 1; the sigmoid is applied in the loss for stability),
     energy regression (Dense 1, linear, in E/scale units), and two parameter-free heads
-    computed on image ** (1/power): the measured angle and the raw ECAL sum.
+    computed on image ** (1/power): the measured angle (data_prep.angle's `angle_definition`,
+    "published" by default, the formula of real files' mtheta) and the raw ECAL sum.
 
     Dropout is applied with stateless ops keyed by an explicit seed, so a training step is a
     pure function of (weights, batch, step seed): resumed runs, the custom loop and keras fit
@@ -148,10 +200,15 @@ class Discriminator(keras.Model):
     """
 
     def __init__(self, preset: ModelPreset, precision: str = "float32",
-                 sync_batch_norm: bool = False, implementation: str = "fused", **kwargs):
+                 sync_batch_norm: bool = False, implementation: str = "fused",
+                 angle_definition: str = "published", **kwargs):
         super().__init__(name=kwargs.pop("name", f"discriminator_{preset.name}"), **kwargs)
         batch_norm = _batch_norm_class(implementation)
+        if angle_definition not in ANGLE_DEFINITIONS:
+            raise ValueError(f"angle_definition={angle_definition!r}; valid: "
+                             f"{', '.join(ANGLE_DEFINITIONS)}")
         self.implementation = implementation
+        self.angle_definition = angle_definition
         spec = preset.discriminator
         dt = precision
         self.preset = preset
@@ -169,7 +226,8 @@ class Discriminator(keras.Model):
                                               dtype=dt, name=f"conv{i}"))
             layers.append(keras.layers.LeakyReLU(spec.leaky_alpha, dtype=dt, name=f"leaky{i}"))
             if block.batch_norm:
-                layers.append(batch_norm(synchronized=sync_batch_norm, dtype=dt, name=f"bn{i}"))
+                layers.append(batch_norm(epsilon=spec.bn_epsilon, synchronized=sync_batch_norm,
+                                         dtype=dt, name=f"bn{i}"))
             self.blocks.append(layers)
         # float32: CPUs have no float16 AvgPool3D kernel, and pooling costs nothing either way.
         self.pool = keras.layers.AveragePooling3D(spec.pool, dtype="float32", name="pool")
@@ -224,13 +282,14 @@ class Discriminator(keras.Model):
             "energy": tf.cast(self.energy(feats), tf.float32)[:, 0],
         }
         if self.implementation == "fused":
-            # One power pass and one x-projection shared by both parameter-free heads.
-            eyz = tf.reduce_sum(fast.invert_power(images, self.power)[..., 0], axis=1)
-            heads["angle"] = angle_from_yz_projection(eyz)
+            # One power pass and the projections shared by both parameter-free heads.
+            raw = fast.invert_power(images, self.power)[..., 0]
+            eyz = tf.reduce_sum(raw, axis=1)
+            heads["angle"] = angle_of_cells(raw, eyz, self.angle_definition)
             heads["ecal_sum"] = tf.reduce_sum(eyz, axis=[1, 2])
         else:
             raw = invert_power_tf(images, self.power)
-            heads["angle"] = measured_angle_tf(raw)
+            heads["angle"] = measured_angle_tf(raw, self.angle_definition)
             heads["ecal_sum"] = ecal_sum_tf(raw)
         return heads
 

@@ -16,14 +16,15 @@ class ConvSpec:
         kernel: Kernel size (x, y, z).
         padding: Zero padding added before the convolution on each side (x, y, z).
         batch_norm: Follow the activation with BatchNormalization.
-        initializer: Keras kernel initializer name.
+        initializer: Keras kernel initializer name (he_uniform: the published generator's
+            hidden convolutions; its output convolution is glorot_normal).
     """
 
     filters: int
     kernel: Triple
     padding: Triple = (0, 0, 0)
     batch_norm: bool = True
-    initializer: str = "glorot_uniform"
+    initializer: str = "he_uniform"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class DiscriminatorSpec:
     """Discriminator trunk: Conv3D(same) -> LeakyReLU -> Dropout, blocks, AveragePooling3D, Flatten.
 
     The four heads (real/fake, energy, measured angle, ECAL sum) are fixed by the model code.
+    Convolutions keep Keras' glorot_uniform kernels, as published; bn_epsilon is the
+    published BatchNormalization epsilon (Keras' default is 1e-3).
     """
 
     first_filters: int
@@ -70,6 +73,7 @@ class DiscriminatorSpec:
     pool: Triple = (2, 2, 2)
     leaky_alpha: float = 0.3
     dropout: float = 0.2
+    bn_epsilon: float = 1e-6
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ FULL = ModelPreset(
         seed_shape=(9, 9, 8, 8),
         upsampling=(6, 6, 6),
         convs=(
-            ConvSpec(8, (6, 6, 8), initializer="he_uniform"),
+            ConvSpec(8, (6, 6, 8)),
             ConvSpec(6, (4, 4, 6), padding=(2, 2, 1)),
             ConvSpec(6, (4, 4, 6), padding=(2, 2, 1)),
             ConvSpec(6, (4, 4, 6), padding=(2, 2, 1)),
@@ -124,7 +128,7 @@ SMALL = ModelPreset(
         seed_shape=(9, 9, 5, 4),
         upsampling=(6, 6, 5),
         convs=(
-            ConvSpec(4, (2, 2, 3), padding=(0, 0, 1), initializer="he_uniform"),
+            ConvSpec(4, (2, 2, 3), padding=(0, 0, 1)),
             ConvSpec(4, (2, 2, 1), batch_norm=False),
         ),
         output=ConvSpec(1, (2, 2, 1), batch_norm=False, initializer="glorot_normal"),
@@ -146,7 +150,7 @@ TINY = ModelPreset(
         latent_dim=16,
         seed_shape=(9, 9, 5, 2),
         upsampling=(6, 6, 5),
-        convs=(ConvSpec(2, (2, 2, 1), initializer="he_uniform"),),
+        convs=(ConvSpec(2, (2, 2, 1)),),
         output=ConvSpec(1, (3, 3, 1), batch_norm=False, initializer="glorot_normal"),
     ),
     discriminator=DiscriminatorSpec(
@@ -167,7 +171,7 @@ FIXED_ANGLE = ModelPreset(
         seed_shape=(5, 5, 5, 8),
         upsampling=(6, 6, 6),
         convs=(
-            ConvSpec(8, (6, 6, 6), initializer="he_uniform"),
+            ConvSpec(8, (6, 6, 6)),
             ConvSpec(6, (5, 5, 5), padding=(2, 2, 2)),
             ConvSpec(6, (5, 5, 5), padding=(2, 2, 2)),
             ConvSpec(6, (3, 3, 3), padding=(1, 1, 1)),

@@ -26,6 +26,7 @@ from trainer.export import export_generator
 from trainer.gan import GAN
 from trainer.inputs import DatasetFn, distributed_input, manifest_dataset_fn
 from trainer.models import Discriminator, build_generator
+from trainer.output_dir import RunIdentity, dataset_fingerprint, prepare_output_dir
 from trainer.presets import get_preset
 from trainer.steps import StepSettings
 from trainer.strategy import device_kind, make_strategy, task_info
@@ -192,6 +193,8 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
 
     Raises:
         ValueError: bad configuration or a dataset whose image shape does not fit the preset.
+        trainer.output_dir.OutputDirConflictError (a ValueError): output_dir holds a run of
+            another preset or dataset and config.overwrite is not set.
         trainer.strategy.HardwareNotFoundError: the strategy's hardware is absent.
         DivergenceError: non-finite losses or persistently empty generated showers.
     """
@@ -202,7 +205,7 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     preset = get_preset(config.preset)
-    strategy = make_strategy(config.strategy, config.tpu)
+    strategy = make_strategy(config.strategy, config.tpu, config.tpu_connect_timeout)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size_per_replica * replicas
     lr = scaled_learning_rate(config.learning_rate, replicas, config.lr_scaling)
@@ -217,12 +220,14 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
                          f"replicas' variables); got {local_devices} local CPU replicas")
 
     steps_per_epoch = config.steps_per_epoch
+    fingerprint = "in-memory data (dataset_fn)"
     if dataset_fn is None:
         if not config.data:
             raise ValueError("TrainConfig.data (the dataset's manifest.json) is empty")
         from data_prep.dataset import read_manifest
 
         manifest = read_manifest(config.data)
+        fingerprint = dataset_fingerprint(config.data, manifest.content_hash)
         if tuple(manifest.image_shape) != tuple(preset.image_shape):
             raise ValueError(f"dataset {config.data} has images {tuple(manifest.image_shape)} but "
                              f"preset {preset.name!r} makes {preset.image_shape}")
@@ -242,6 +247,11 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
         raise ValueError(f"nothing to train: max_steps={config.max_steps}, epochs={config.epochs}")
 
     out = config.output_dir
+    # Before anything is written or restored: one run per folder (resume the same run only).
+    replaced = prepare_output_dir(out, RunIdentity(preset.name, fingerprint, config.data),
+                                  config.overwrite, is_chief=chief)
+    if replaced:
+        log.warning("output dir %s: replaced the run of another preset or dataset (--overwrite)", out)
     if chief:
         uri.makedirs(out)
     with strategy.scope():
@@ -250,7 +260,8 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
         generator = build_generator(preset, config.precision, sync_batch_norm=sync_bn,
                                     implementation=config.layers)
         discriminator = Discriminator(preset, config.precision, sync_batch_norm=sync_bn,
-                                      implementation=config.layers)
+                                      implementation=config.layers,
+                                      angle_definition=config.angle_definition)
         d_opt = _make_optimizer(lr, config.precision)
         g_opt = _make_optimizer(lr, config.precision)
         # Keras 3 + tf.distribute: optimizer slots must exist before the first strategy.run.
@@ -267,12 +278,14 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
                             angle_key=config.angle_key, energy_scale=config.energy_scale,
                             loss_weights=tuple(config.loss_weights),
                             label_flip_prob=config.label_flip_prob,
-                            generator_updates=config.generator_updates, power=preset.power)
+                            generator_updates=config.generator_updates, power=preset.power,
+                            d_mode_in_g_update=config.d_mode_in_g_update)
     derived = {
         "replicas": replicas, "global_batch_size": global_batch, "effective_learning_rate": lr,
         "steps_per_epoch": steps_per_epoch, "total_steps": total, "start_step": start,
         "resumed_from": resumed_from, "strategy_class": type(strategy).__name__,
         "task": f"{task_type}:{task_id}", "device_kind": device_kind(strategy),
+        "dataset_fingerprint": fingerprint,
         "generator_params": int(generator.count_params()),
         "discriminator_params": int(discriminator.count_params()),
         "fingerprint": run_fingerprint(strategy), "config_hash": config_hash(config.to_dict()),
