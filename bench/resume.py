@@ -13,7 +13,7 @@ The restored batches are checked against the replay's (event energies, exactly).
 what a checkpointable tf.data iterator (the alternative) would store per save, measured on
 this set and worked out for dense 51x51x25 events.
 Prints one line per figure, RESULT resume_input_seconds last; exits 0 whatever the figures.
-Scale with --events / --step / --batch; --no-replay skips the slow half.
+Scale with --events / --step / --batch; --encoding dense; --no-replay skips the slow half.
 """
 
 from __future__ import annotations
@@ -45,10 +45,16 @@ def first_batches(ds, n: int = 3) -> tuple[float, list[list[float]]]:
     return seconds, batches
 
 
-def iterator_checkpoint_bytes(ds, steps: int, folder: str) -> int:
-    """Bytes a tf.train.Checkpoint of the plain iterator takes after `steps` batches."""
+def iterator_checkpoint_bytes(files: list[str], batch: int, seed: int, steps: int, folder: str) -> int:
+    """Bytes a tf.train.Checkpoint of a plain iterator over the records takes after `steps`
+    batches, with the DEFAULT_SHUFFLE_BUFFER-record running shuffle buffer such a design keeps
+    (the reader's own per-window shuffles sit inside a flat_map, whose iterator TensorFlow
+    refuses to serialize: the alternative would need that pipeline shape)."""
     import tensorflow as tf
 
+    from data_prep.dataset import DEFAULT_SHUFFLE_BUFFER
+
+    ds = tf.data.TFRecordDataset(files).shuffle(DEFAULT_SHUFFLE_BUFFER, seed=seed).repeat().batch(batch)
     it = iter(ds)
     for _ in range(steps):
         next(it)
@@ -63,6 +69,7 @@ def main(argv=None) -> None:
     parser.add_argument("--shards", type=int, default=12, help="shards of the converted set (> 8: two interleave groups)")
     parser.add_argument("--batch", type=int, default=16, help="batch (the small preset's CPU batch)")
     parser.add_argument("--step", type=int, default=10_000, help="step to resume at")
+    parser.add_argument("--encoding", choices=("sparse", "dense"), default="sparse", help="record encoding")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-replay", action="store_true", help="skip the naive replay")
     args = parser.parse_args(argv)
@@ -75,8 +82,8 @@ def main(argv=None) -> None:
         files = generate_files(MonteCarloConfig(n_events=args.events, events_per_file=max(1, args.events // 4),
                                                 seed=args.seed, workers=2), os.path.join(work, "h5"))
         data = os.path.join(work, "tfrecords")
-        convert(ConvertConfig(inputs=files, output=data, test_fraction=0.0, allow_empty_split=True,
-                              min_shards=args.shards), ["--runner=FnApiRunner", "--direct_running_mode=in_memory"])
+        convert(ConvertConfig(inputs=files, output=data, encoding=args.encoding, test_fraction=0.0,
+                              allow_empty_split=True, min_shards=args.shards), ["--runner=FnApiRunner", "--direct_running_mode=in_memory"])
         from data_prep.dataset import DEFAULT_SHUFFLE_BUFFER, make_dataset, read_manifest
 
         manifest = read_manifest(data)
@@ -107,10 +114,13 @@ def main(argv=None) -> None:
             print(f"restored batches equal the replay's: {'yes' if restored_batches == replay_batches else 'NO'}")
         ckpt_dir = os.path.join(work, "iterator-checkpoint")
         os.makedirs(ckpt_dir)
-        size = iterator_checkpoint_bytes(pipeline(), 20, ckpt_dir)
-        print(f"checkpointable-iterator alternative: {size / 1e6:.1f} MB per save on this set; "
-              f"dense events: {DEFAULT_SHUFFLE_BUFFER} x {DENSE_EVENT_BYTES / 1e3:.0f} kB = "
-              f"{DEFAULT_SHUFFLE_BUFFER * DENSE_EVENT_BYTES / 1e6:.0f} MB of shuffle window alone, per input pipeline")
+        from data_prep.dataset import shard_uris
+
+        size = iterator_checkpoint_bytes(shard_uris(data, "train", manifest), args.batch, args.seed, 20, ckpt_dir)
+        print(f"checkpointable-iterator alternative: {size / 1e6:.1f} MB per save and input pipeline on this set "
+              f"(TensorFlow compresses it; its {DEFAULT_SHUFFLE_BUFFER}-record shuffle buffer holds "
+              f"{DEFAULT_SHUFFLE_BUFFER * record_bytes / 1e6:.0f} MB; for dense events "
+              f"{DEFAULT_SHUFFLE_BUFFER * DENSE_EVENT_BYTES / 1e6:.0f} MB before compression)")
         print(f"RESULT resume_input_seconds {restored:.2f} s target <= {TARGET_SECONDS:g}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
