@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from data_prep import epoch_order
 from data_prep import manifest as manifest_lib
 from data_prep import records
 from data_prep import uri as uri_lib
@@ -18,7 +19,7 @@ from data_prep.manifest import Manifest
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_SHUFFLE_BUFFER = 512  # events; a dense 51x51x25 event is 260 kB, so ~130 MB of buffer
+DEFAULT_SHUFFLE_BUFFER = 512  # events permuted together; a dense 51x51x25 event is 260 kB: ~130 MB held
 
 
 def read_manifest(uri: str) -> Manifest:
@@ -101,6 +102,7 @@ class ShardPlan:
             `stride`-th one (all 0 when sharding by file).
         stride: 1 by file; the number of input pipelines by record.
         records: Records this pipeline yields per epoch (from the manifest's per-shard counts).
+        kept: Per name, the records this pipeline reads from it (they sum to `records`).
     """
 
     by_file: bool
@@ -108,6 +110,7 @@ class ShardPlan:
     skips: tuple[int, ...]
     stride: int
     records: int
+    kept: tuple[int, ...]
 
 
 def _deal_files(counts: list[int], n_pipelines: int) -> list[int] | None:
@@ -155,18 +158,19 @@ def plan_shards(shards: list[tuple[str, int]], n_pipelines: int, pipeline_id: in
     if owner is not None:
         mine = [k for k in range(len(shards)) if owner[k] == pipeline_id]
         return ShardPlan(True, tuple(shards[k][0] for k in mine), (0,) * len(mine), 1,
-                         sum(counts[k] for k in mine))
-    names, skips = [], []
+                         sum(counts[k] for k in mine), tuple(counts[k] for k in mine))
+    names, skips, kept = [], [], []
     offset = 0
     for (name, count) in shards:
         skip = (pipeline_id - offset) % n_pipelines  # first record g of this file with g % n == id
         if skip < count:
             names.append(name)
             skips.append(skip)
+            kept.append((count - skip + n_pipelines - 1) // n_pipelines)
         offset += count
     total = sum(counts)
     return ShardPlan(False, tuple(names), tuple(skips), n_pipelines,
-                     (total - pipeline_id + n_pipelines - 1) // n_pipelines)
+                     (total - pipeline_id + n_pipelines - 1) // n_pipelines, tuple(kept))
 
 
 def _pipeline_seed(seed: int | None, pipeline_id: int) -> int | None:
@@ -186,6 +190,7 @@ def make_dataset(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     drop_remainder: bool = True,
     stage_dir: str | None = None,
+    start_batch: int = 0,
 ):
     """Build the tf.data pipeline of one split, batched per replica.
 
@@ -197,7 +202,9 @@ def make_dataset(
         input_context: tf.distribute.InputContext (from distribute_datasets_from_function).
             Across all input pipelines every record is read exactly once per epoch
             (`plan_shards`: by file when the files deal evenly, by record otherwise).
-        shuffle: Shuffle file order and records (training).
+        shuffle: Shuffle file order and records (training): each epoch's order is drawn from
+            (seed, epoch) alone (`data_prep.epoch_order`). Unshuffled, files are read in
+            sorted order, up to READ_PARALLEL_FILES at a time, round robin.
         repeat: Repeat forever (training); each epoch is complete before the next begins.
         deterministic: Order guarantee of the parallel interleave and decode. None means: True
             when a seed is given or when not shuffling (evaluation), else False (training
@@ -206,11 +213,18 @@ def make_dataset(
         seed: Shuffle seed. Given, the same seed gives the same order on every run (the
             interleave and decode are then deterministic); None shuffles differently each run.
             Each pipeline shuffles with seed + its id.
-        shuffle_buffer: Records held for shuffling.
+        shuffle_buffer: Records permuted together (consecutive windows of the epoch's read
+            order, each permuted by its own draw; it is what a shuffle buffer of this size
+            would hold, and unlike one it can be restarted mid-epoch).
         drop_remainder: Drop a last partial batch (static batch shape, as TPUs need).
         stage_dir: Local folder to copy shards into first. Used automatically (a temporary
             folder) for gs:// when STORAGE_EMULATOR_HOST is set, since TensorFlow cannot read an
             emulator; otherwise TensorFlow reads local paths and gs:// directly.
+        start_batch: Begin at this batch of the uninterrupted stream (a resumed run's
+            consumed batches): the same batches as `.skip(start_batch)`, with a seed, but in
+            time independent of `start_batch`: whole files before the position are not
+            opened, the open ones are skipped to it by TFRecord headers, and at most one
+            interleave turn plus one window are read (undecoded) to realign.
 
     Returns:
         tf.data.Dataset of dicts {"ecal": (B, X, Y, Z), "energy", "theta", "mtheta",
@@ -224,6 +238,8 @@ def make_dataset(
 
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size!r}")
+    if start_batch < 0:
+        raise ValueError(f"start_batch must be >= 0, got {start_batch!r}")
     if seed is not None and deterministic is False:
         raise ValueError(f"make_dataset: seed={seed!r} asks for a reproducible order, which "
                          "deterministic=False cannot give; pass seed=None or leave deterministic unset")
@@ -261,27 +277,28 @@ def make_dataset(
     encoding = manifest.encoding
     stride = plan.stride
 
-    def read_file(path, skip):
+    def read_file(path, first):
         ds = tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=8 << 20)
-        if stride > 1:
-            ds = ds.skip(skip).shard(stride, 0)
-        return ds
+        ds = ds.skip(first)  # by length header: the skipped records are not read (uncompressed)
+        return ds.shard(stride, 0) if stride > 1 else ds
 
-    file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(plan.skips, tf.int64)))
+    window = max(1, int(shuffle_buffer)) if shuffle else 1
     pipeline_seed = _pipeline_seed(seed, pipeline_id)
-    if shuffle:
-        file_ds = file_ds.shuffle(len(files), seed=pipeline_seed, reshuffle_each_iteration=True)
-    ds = file_ds.interleave(
-        read_file,
-        cycle_length=max(1, min(len(files), 8)),
-        block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=pipeline_seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    if pipeline_seed is None:  # no seed: a fresh order every run
+        pipeline_seed = int.from_bytes(os.urandom(4), "little")
+    first_record = int(start_batch) * batch
+    epoch, record = divmod(first_record, plan.records)
+    order = epoch_order.file_order_numpy(pipeline_seed, epoch, len(files), shuffle)
+    start = epoch_order.locate(record, epoch, list(plan.kept), order, window)
+    if first_record:
+        _LOG.info("input pipeline %d starts at batch %d: epoch %d, record %d of %d; %d records skipped by "
+                  "position (%d of %d interleave groups not opened), %d read and dropped to realign",
+                  pipeline_id, start_batch, epoch, record, plan.records, start.records_skipped, start.group,
+                  len(epoch_order.groups_of(order)), start.drop_read + start.drop_window)
+    ds = epoch_order.record_stream(files, read_file, stride, list(plan.skips), pipeline_seed, shuffle, window,
+                                   deterministic, start, repeat)
+    if not repeat and epoch > 0:
+        ds = ds.take(0)  # the start lies past the only epoch
     ds = ds.batch(batch, drop_remainder=drop_remainder)
     ds = ds.map(
         lambda serialized: records.parse_batch(serialized, image_shape, encoding),

@@ -144,3 +144,121 @@ def test_a_seed_alone_reproduces_the_order(parallel):
     assert order(6) != first
     with pytest.raises(ValueError, match="seed=5 asks for a reproducible order"):
         make_dataset(parallel, "train", 8, seed=5, deterministic=False)
+
+
+# --- resuming: start_batch restores the position without reading what came before -------------
+
+#: 18 shards: 9 per pipeline when two pipelines deal them by file, so each epoch of each pipeline
+#: spans two interleave groups (READ_PARALLEL_FILES = 8) and the resume arithmetic crosses them.
+RESUME_SIZES = [2, 3, 4, 5, 2, 3, 4, 5, 6] * 2
+RESUME_WINDOW = 5  # shuffle_buffer: windows of 5 records permuted together
+RESUME_BATCH = 2  # per pipeline
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory):
+    return write_dataset(str(tmp_path_factory.mktemp("resumable")), RESUME_SIZES)
+
+
+def _resume_dataset(folder, ctx, n_pipelines, start_batch=0, shuffle=True):
+    return make_dataset(folder, "train", RESUME_BATCH * n_pipelines, input_context=ctx, shuffle=shuffle, seed=7,
+                        shuffle_buffer=RESUME_WINDOW, start_batch=start_batch)
+
+
+def _positions(records_per_epoch: int) -> list[int]:
+    """Start batches mid-window, at a window boundary, mid-epoch (second interleave group), at
+    the last batch of the epoch, exactly at an epoch boundary, and in epoch 2."""
+    per_epoch = records_per_epoch // RESUME_BATCH
+    assert records_per_epoch % RESUME_BATCH == 0  # so that some batch starts exactly at an epoch
+    return [1, RESUME_WINDOW * 2 // RESUME_BATCH, per_epoch * 2 // 3, per_epoch - 1, per_epoch,
+            2 * per_epoch + per_epoch // 2]
+
+
+@pytest.mark.parametrize("n_pipelines,shuffle", [(1, True), (2, True), (1, False), (3, True)],
+                         ids=["1-pipeline", "2-pipelines", "1-pipeline-ordered", "3-pipelines-by-record"])
+def test_start_batch_gives_the_uninterrupted_stream_from_there(resumable, n_pipelines, shuffle):
+    """The restored stream is the uninterrupted one from the resume point, event id for event id,
+    for positions inside windows, at window and epoch boundaries, and epochs later."""
+    for ctx in _pipelines(n_pipelines):
+        records_per_epoch = plan_shards([(f"train-{k:05d}-of-{len(RESUME_SIZES):05d}.tfrecord", n)
+                                         for k, n in enumerate(RESUME_SIZES)], n_pipelines, ctx.input_pipeline_id).records
+        if records_per_epoch % RESUME_BATCH:
+            continue  # by record, 68 = 23 + 23 + 22: the odd ones are covered by the next pipeline
+        positions = _positions(records_per_epoch)
+        follow = 12  # batches compared from each start: across a window and an epoch boundary
+        uninterrupted = _ids(_resume_dataset(resumable, ctx, n_pipelines, shuffle=shuffle),
+                             limit=max(positions + [2 * records_per_epoch // RESUME_BATCH]) + follow)
+        for epoch in range(2):  # the stream really is whole epochs, reshuffled when shuffling
+            block = uninterrupted[epoch * records_per_epoch:(epoch + 1) * records_per_epoch]
+            assert len(set(block)) == records_per_epoch
+        assert (uninterrupted[:records_per_epoch] != uninterrupted[records_per_epoch:2 * records_per_epoch]) == shuffle
+        for start in positions:
+            restored = _ids(_resume_dataset(resumable, ctx, n_pipelines, start, shuffle=shuffle), limit=follow)
+            expected = uninterrupted[start * RESUME_BATCH:(start + follow) * RESUME_BATCH]
+            assert restored == expected, (n_pipelines, ctx.input_pipeline_id, start)
+
+
+def _record_spans(path: str) -> list[tuple[int, int]]:
+    """(start, length) of each record's payload in a TFRecord file (8-byte length, 4-byte
+    length CRC, payload, 4-byte payload CRC)."""
+    data = open(path, "rb").read()
+    spans, offset = [], 0
+    while offset < len(data):
+        length = int.from_bytes(data[offset:offset + 8], "little")
+        spans.append((offset + 12, length))
+        offset += 12 + length + 4
+    return spans
+
+
+def _corrupt_payloads(path: str, positions: list[int]) -> None:
+    """Flip one payload byte of each record at `positions`: reading such a record fails its CRC
+    (DataLossError); skipping it by its length header does not."""
+    data = bytearray(open(path, "rb").read())
+    spans = _record_spans(path)
+    for k in positions:
+        start, length = spans[k]
+        data[start + length // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("n_pipelines", [1, 2, 3], ids=["1-pipeline", "2-pipelines", "3-pipelines-by-record"])
+def test_restoring_reads_none_of_the_records_before_the_position(resumable, tmp_path, n_pipelines):
+    """Every record a resumed pipeline has no need of (all of epoch 0, and epoch 1 up to its
+    last realignment turn) is corrupted on disk: the restored stream is still read without a
+    CRC error and equals the uninterrupted one to the end of that epoch (epoch 2 reads them
+    again), while a replay (`skip`) fails on the first one."""
+    import shutil
+
+    names = sorted(n for n in os.listdir(resumable) if n.endswith(".tfrecord"))
+    first_id = np.cumsum([0] + RESUME_SIZES)  # ids are numbered in sorted-name order
+    ctx = _pipelines(n_pipelines)[0]
+    records_per_epoch = plan_shards(list(zip(names, RESUME_SIZES)), n_pipelines, 0).records
+    start = (records_per_epoch + records_per_epoch * 3 // 4) // RESUME_BATCH  # epoch 1, second group
+    follow = (2 * records_per_epoch - start * RESUME_BATCH) // RESUME_BATCH  # the rest of epoch 1
+    uninterrupted = _ids(_resume_dataset(resumable, ctx, n_pipelines), limit=start + follow)
+
+    # The records read before the start's window, i.e. whole windows of epoch 1 (epoch 0 read
+    # them all); in each file this pipeline reads its records in file order, so they are a prefix.
+    in_epoch = start * RESUME_BATCH - records_per_epoch
+    window_start = records_per_epoch + in_epoch // RESUME_WINDOW * RESUME_WINDOW
+    consumed = uninterrupted[records_per_epoch:window_start]
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(resumable, corrupt)
+    n_corrupted = 0
+    for k, name in enumerate(names):
+        positions = sorted(i - first_id[k] for i in consumed if first_id[k] <= i < first_id[k + 1])
+        if not positions:
+            continue
+        mine = [p for p in range(RESUME_SIZES[k]) if (first_id[k] + p) % n_pipelines == 0] if n_pipelines == 3 \
+            else list(range(RESUME_SIZES[k]))
+        assert positions == mine[:len(positions)]  # a prefix of this pipeline's records of the file
+        # Everything in the file before the last consumed record (every pipeline's), which the
+        # restore skips by header: at most that one record per file is in a realignment turn.
+        _corrupt_payloads(str(corrupt / name), list(range(positions[-1])))
+        n_corrupted += positions[-1]
+    assert n_corrupted >= len(consumed) // 2
+
+    restored = _ids(_resume_dataset(str(corrupt), ctx, n_pipelines, start), limit=follow)
+    assert restored == uninterrupted[start * RESUME_BATCH:(start + follow) * RESUME_BATCH]
+    with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
+        _ids(_resume_dataset(str(corrupt), ctx, n_pipelines).skip(start), limit=follow)

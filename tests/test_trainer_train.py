@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from trainer.config import TrainConfig
 from trainer.export import load_generator
-from trainer.inputs import in_memory_dataset_fn
+from trainer.inputs import distributed_input, in_memory_dataset_fn, manifest_dataset_fn
 from trainer.output_dir import OutputDirConflictError
 from trainer.train import DivergenceError, train
 
@@ -159,6 +159,29 @@ def test_rerun_resumes_from_the_latest_checkpoint(trained, manifest):
     assert [r["step"] for r in records] == [2, 4, 6]
     assert json.loads((out / "config.json").read_text())["derived"]["start_step"] == 4
     assert result.weights_digest != first.weights_digest
+
+
+def test_resume_positions_the_input_by_start_batch_not_by_replay(manifest):
+    """distributed_input hands the resume position to the reader (which starts there without
+    reading what came before, tests/test_reader_distribution.py); a two-argument dataset_fn
+    is still positioned by skipping. Same batches either way."""
+    strategy = tf.distribute.get_strategy()
+    fn = manifest_dataset_fn(tiny_config(manifest, "unused"), 4)
+    calls = []
+
+    def recording(ctx, per_replica, start_batch):
+        calls.append((per_replica, start_batch))
+        return fn(ctx, per_replica, start_batch)
+
+    def energies(dist, n=3):
+        it = iter(dist)
+        return [next(it)["energy"].numpy().tolist() for _ in range(n)]
+
+    uninterrupted = energies(distributed_input(strategy, fn, 4, 0), n=10)
+    assert energies(distributed_input(strategy, recording, 4, 7)) == uninterrupted[7:]
+    assert calls == [(4, 7)]
+    two_args = energies(distributed_input(strategy, lambda ctx, per_replica: fn(ctx, per_replica), 4, 7))
+    assert two_args == uninterrupted[7:]
 
 
 def test_builtin_loop_runs_whole_executions_then_the_remainder(manifest, tmp_path):

@@ -17,7 +17,9 @@ def make_checkpoint(generator: keras.Model, discriminator: keras.Model,
     """A checkpoint of everything a bit-exact resume needs.
 
     The random state is the step counter itself (all draws are stateless functions of seed and
-    step) and the input position is derived from it, so restoring `step` restores both.
+    step) and the input position is derived from it (each epoch's read order is a function of
+    seed and epoch, data_prep.epoch_order), so restoring `step` restores both; no iterator
+    state (shuffle buffers) is saved.
     Variables are listed explicitly, in creation order, so the layout does not depend on how
     Keras exposes trackable children across versions. Optimizers must be built.
     """

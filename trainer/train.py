@@ -184,8 +184,9 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
     Args:
         config: The run's configuration.
         dataset_fn: Optional replacement of the manifest reader, called per input pipeline
-            as dataset_fn(input_context, per_replica_batch) (benchmarks and tests on
-            in-memory arrays); requires config.steps_per_epoch or config.max_steps.
+            as dataset_fn(input_context, per_replica_batch, start_batch) (benchmarks and tests
+            on in-memory arrays; a two-argument one is positioned by skipping); requires
+            config.steps_per_epoch or config.max_steps.
 
     Returns:
         TrainResult; the chief has written config.json, checkpoints/, generator/,
