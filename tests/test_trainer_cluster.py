@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from components.jobset import JobSetRequest, jobset_manifest, jobset_state, wait_for_jobset, worker_hosts
-from tests.test_trainer_distributed import _env, _free_ports, _last_json
+from tests.test_trainer_distributed import _env, _finish_all, _free_ports
 from trainer.cluster import (INDEX_ENV, WORKER_HOSTS_ENV, export_tf_config,
                              tf_config_from_environment)
 
@@ -106,16 +106,7 @@ def test_two_workers_from_vertex_cluster_spec(tmp_path):
     out = tmp_path / "run"
     procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(out)], env=_env(**env),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in envs]
-    outputs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=600)
-            assert p.returncode == 0, stderr[-3000:]
-            outputs.append(_last_json(stdout))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outputs = _finish_all(procs)
     assert [o["is_chief"] for o in outputs] == [True, False]  # worker pool 0 is the chief
     assert all(o["replicas"] == 2 and o["steps"] == 2 for o in outputs)
     # Bit-exact on purpose: synchronous replicas apply the same all-reduced gradients.

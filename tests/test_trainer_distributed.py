@@ -28,6 +28,21 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+def _finish_all(procs) -> list[dict]:
+    """Each worker process's last JSON line, in order; all must exit 0, none is left running."""
+    outputs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=600)
+            assert p.returncode == 0, stderr[-3000:]
+            outputs.append(_last_json(stdout))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return outputs
+
+
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     return make_tiny_dataset(str(tmp_path_factory.mktemp("trainer_dist_data")))
@@ -107,16 +122,7 @@ def test_multi_worker_two_processes_finish_with_identical_weights(manifest, tmp_
             _cli(manifest, tmp_path / "run", "--strategy", "multi_worker", "--max-steps", "3",
                  "--steps-per-call", "1", "--checkpoint-every", "2"),
             env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=600)
-            assert p.returncode == 0, stderr[-3000:]
-            outputs.append(_last_json(stdout))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outputs = _finish_all(procs)
     assert [o["is_chief"] for o in outputs] == [True, False]
     assert all(o["steps"] == 3 and o["replicas"] == 2 and o["global_batch_size"] == 4 for o in outputs)
     # Bit-exact on purpose: synchronous replicas start from the same weights and apply the same
