@@ -486,8 +486,3 @@ def check_config(parser: ConfigArgumentParser, cls: type, ns: argparse.Namespace
         flags = ", ".join(i.flag for i in named_fields(str(err), infos))
         parser.error(f"{flags}: {err}" if flags else str(err))
     return config
-
-
-def wants_verbose(argv: Sequence[str]) -> bool:
-    """True when -v/--verbose appears among the arguments (before the parser has run)."""
-    return any(a in ("-v", "--verbose") for a in argv)
