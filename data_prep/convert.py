@@ -356,7 +356,7 @@ def build_pipeline(pipeline, config: ConvertConfig, sources: list[_Source], stag
     does all the work of its events inside one worker (transforms.ConvertShardTasks); the job
     moves only the tasks and small dicts (shard descriptions, statistics) between steps.
     `progress_dir` (local runs only) is the folder the workers report their counts to
-    (transforms.ProgressLog), for the driver's job-wide progress line.
+    (transforms.ProgressCounts), for the driver's job-wide progress line.
     """
     import apache_beam as beam
 
@@ -458,7 +458,7 @@ def _local_progress(pipeline_args: Sequence[str], n_events: int):
 
     Beam's metrics are not visible while FnApiRunner runs (run() blocks), and each worker
     process only knows its own share; the workers append their counts to files here
-    (transforms.ProgressLog) and a thread of the driver sums them.
+    (transforms.ProgressCounts) and a thread of the driver sums them.
     """
     if not _is_local_runner(pipeline_args):
         yield None

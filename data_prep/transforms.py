@@ -74,17 +74,17 @@ class _Progress:
             _LOG.info("%s: %d events on this worker, %.1f events/s", self.stage, self._seen,
                       self._seen / max(now - self._t0, 1e-9))
             # the job-wide count, rate and ETA are logged by the driver (convert._log_stage_rates,
-            # convert._wait_with_progress while a remote job runs, ProgressLog for local runs)
+            # convert._wait_with_progress while a remote job runs, ProgressCounts for local runs)
 
 
-# Labels of the counts ProgressLog files carry (read back by read_progress).
+# Labels of the counts ProgressCounts files carry (read back by read_progress).
 PROGRESS_PREPROCESSED = "preprocessed"  # events into PreprocessEvents
 PROGRESS_KEPT = "kept"  # events out of it (after the low-sum drop)
 PROGRESS_WRITTEN = "written"  # records written (and hashed as they are written) to the shards
 PROGRESS_HASHED = "hashed"  # records read back and hashed by describe_shard
 
 
-class ProgressLog:
+class ProgressCounts:
     """Event counts a local worker hands to the driver of the job, through a local folder.
 
     Local runners give the driver no metrics until the job ends (FnApiRunner's run() returns
@@ -116,7 +116,7 @@ class ProgressLog:
 
 
 def read_progress(folder: str) -> dict[str, int]:
-    """Sum of the counts in a ProgressLog folder, per label; a line still being written is skipped."""
+    """Sum of the counts in a ProgressCounts folder, per label; a line still being written is skipped."""
     totals: dict[str, int] = {}
     try:
         names = os.listdir(folder)
@@ -297,8 +297,8 @@ class _PreprocessFn(beam.DoFn):
         self._progress = _Progress("PreprocessEvents")
         self._local = None
         if self._progress_dir:
-            self._local = (ProgressLog(self._progress_dir, PROGRESS_PREPROCESSED),
-                           ProgressLog(self._progress_dir, PROGRESS_KEPT))
+            self._local = (ProgressCounts(self._progress_dir, PROGRESS_PREPROCESSED),
+                           ProgressCounts(self._progress_dir, PROGRESS_KEPT))
 
     def process(self, element):
         source_index, block = element
@@ -316,7 +316,7 @@ class _PreprocessFn(beam.DoFn):
 class PreprocessEvents(beam.PTransform):
     """(source_index, EventBlock) -> (source_index, uri, ProcessedBlock) and statistics.
 
-    With `progress_dir` (local runs) it also reports its counts there (ProgressLog).
+    With `progress_dir` (local runs) it also reports its counts there (ProgressCounts).
     """
 
     def __init__(self, cfg: PreprocessConfig, progress_dir: str | None = None):
@@ -418,7 +418,7 @@ class ExampleCoder(beam.coders.Coder):
     """A TFRecord sink's coder: packed event -> serialized tf.train.Example (dense or sparse).
 
     The writers call it once per record, so with `progress_dir` (local runs) it is where the
-    records written are counted (ProgressLog).
+    records written are counted (ProgressCounts).
     """
 
     def __init__(self, image_shape: tuple[int, ...], encoding: str, progress_dir: str | None = None):
@@ -426,7 +426,7 @@ class ExampleCoder(beam.coders.Coder):
         self._image_shape = tuple(int(d) for d in image_shape)
         self._encoding = encoding
         self._progress_dir = progress_dir
-        self._written = ProgressLog(progress_dir, PROGRESS_WRITTEN) if progress_dir else None
+        self._written = ProgressCounts(progress_dir, PROGRESS_WRITTEN) if progress_dir else None
 
     def encode(self, value) -> bytes:
         encoded = records.encode_packed(value, self._image_shape, self._encoding)
@@ -471,7 +471,7 @@ class _HashingReader:
             pass
 
 
-def describe_shard(path: str, compression: str, progress: ProgressLog | None = None) -> dict[str, Any]:
+def describe_shard(path: str, compression: str, progress: ProgressCounts | None = None) -> dict[str, Any]:
     """One pass over a finished shard: split, relative name, record count, bytes, sha256, and the
     order-independent digest of its records (summed per split into the manifest).
 
@@ -548,7 +548,7 @@ class _ConvertTaskFn(beam.DoFn):
                        ("ReadEvents", "ValidateEvents", "PreprocessEvents", "EncodeEvents")}
         self._local = None
         if self._progress_dir:
-            self._local = {label: ProgressLog(self._progress_dir, label)
+            self._local = {label: ProgressCounts(self._progress_dir, label)
                            for label in (PROGRESS_PREPROCESSED, PROGRESS_KEPT, PROGRESS_WRITTEN)}
 
     def process(self, task: ShardTask):
@@ -608,7 +608,7 @@ class ConvertShardTasks(beam.PTransform):
     Each task's events are read, validated (on_bad_event "fail" raises InputValidationError
     naming file, dataset and event; "skip" drops and counts by reason), preprocessed, split
     (split_of), encoded and written to the task's train and test shards in `staging`. With
-    `progress_dir` (local runs) the counts go there too (ProgressLog).
+    `progress_dir` (local runs) the counts go there too (ProgressCounts).
 
     Args:
         settings: on_bad_event, energy_range, preprocess (PreprocessConfig.to_dict()),

@@ -376,11 +376,11 @@ def test_progress_log_counts_reach_the_driver_whole_lines_only(tmp_path):
     written is not read; a pickled log (as Beam ships it to workers) carries no open file."""
     import pickle
 
-    first = transforms.ProgressLog(str(tmp_path), transforms.PROGRESS_PREPROCESSED)
+    first = transforms.ProgressCounts(str(tmp_path), transforms.PROGRESS_PREPROCESSED)
     second = pickle.loads(pickle.dumps(first))
     first.add(256)
     second.add(64)
-    transforms.ProgressLog(str(tmp_path), transforms.PROGRESS_WRITTEN).add(7)
+    transforms.ProgressCounts(str(tmp_path), transforms.PROGRESS_WRITTEN).add(7)
     with open(tmp_path / "written-partial.log", "wb") as fh:
         fh.write(b"5\n12")  # the writer has not finished "123\n" yet
     assert transforms.read_progress(str(tmp_path)) == {"preprocessed": 320, "written": 12}
