@@ -27,6 +27,8 @@ STAGE_COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("trainer.cli", "main", "train 3DGAN from a converted dataset"),
     "evaluate": ("eval.evaluate", "main", "validate a trained generator against Monte Carlo"),
     "benchmark": ("eval.benchmark", "main", "collect training throughput into benchmark.json"),
+    "simulate": ("eval.simulate", "main",
+                 "fast simulation: write a trained generator's showers as a 3DGAN HDF5 file, with showers/s"),
 }
 
 
