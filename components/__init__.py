@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from kfp import dsl
 
-from components import multinode, stages
+from components import multinode, stages, sweep
 
 
 @dataclass(frozen=True)
 class StageComponents:
-    """The five components of the DAG, and the multi-node training launcher."""
+    """The five components of the DAG, the multi-node training launcher and the sweep's fan-in."""
 
     prepare_raw_data: object
     convert_to_tfrecords: object
@@ -19,6 +19,7 @@ class StageComponents:
     evaluate_gan: object
     collect_benchmark: object
     train_gan_jobset: object
+    summarize_sweep: object
 
 
 def build_components(image: str, train_image: str | None = None) -> StageComponents:
@@ -42,4 +43,5 @@ def build_components(image: str, train_image: str | None = None) -> StageCompone
         evaluate_gan=wrap(stages.evaluate_gan),
         collect_benchmark=wrap(stages.collect_benchmark),
         train_gan_jobset=wrap(multinode.train_gan_jobset),
+        summarize_sweep=wrap(sweep.summarize_sweep),
     )

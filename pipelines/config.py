@@ -125,6 +125,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("lr_scaling", "train", "lr_scaling"),
     # Not `strategy`: a Vertex AI custom job has its own `strategy` input (STANDARD/SPOT scheduling).
     Param("distribution_strategy", "train", "strategy"),
+    Param("cpu_logical_devices", "train", "cpu_logical_devices",
+          note="A cpu hardware profile with `count: N` sets it (the scaling sweep's replica counts)."),
     Param("precision", "train", "precision"),
     Param("jit_compile", "train", "jit_compile"),
     Param("train_seed", "train", "seed"),
