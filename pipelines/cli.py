@@ -367,6 +367,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = run_local(params, args.output_dir or DEFAULT_OUTPUTS["main"][1])
         verdict = {True: "passed", False: "FAILED", None: "no verdict"}[summary.passed]
         print(f"run folder: {summary.run_dir}\nindex: {summary.run_dir}/index.html\nvalidation: {verdict}\nDAG time: {summary.seconds:.1f} s")
+        publication = summary.publication or {}
+        if publication.get("published"):
+            print(f"model published: {publication['destination']}")
+        elif publication:
+            print(f"model {publication.get('reason', 'not published')}")
         return 0
     if args.command == "submit":
         return _submit(args)

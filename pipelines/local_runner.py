@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -15,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def run_local(params: PipelineParams, output_dir: str, image: str | None = None) -> RunSummary:
-    """Runs generate -> convert -> train -> evaluate -> benchmark with kfp.local's SubprocessRunner.
+    """Runs generate -> convert -> train -> evaluate -> benchmark (and publish on a PASSED verdict)
+    with kfp.local's SubprocessRunner.
 
     The SubprocessRunner with `use_venv=False` executes each component in this interpreter's
     environment (no pip, no network), exactly the compiled component code a cluster would run.
@@ -44,8 +46,10 @@ def run_local(params: PipelineParams, output_dir: str, image: str | None = None)
     with quiet_kfp_local():
         task = pipeline_func(**params.to_dict())
     seconds = time.perf_counter() - start
-    artifacts = {name: _artifact_path(artifact) for name, artifact in task.outputs.items()}
-    return collect_run(artifacts, output_dir, params.to_dict(), seconds)
+    outputs = dict(task.outputs)
+    publication = json.loads(outputs.pop("publication"))
+    artifacts = {name: _artifact_path(artifact) for name, artifact in outputs.items()}
+    return collect_run(artifacts, output_dir, params.to_dict(), seconds, publication=publication)
 
 
 def _artifact_path(artifact) -> str:
