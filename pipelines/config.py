@@ -29,6 +29,7 @@ from data_prep.montecarlo import MonteCarloConfig
 from data_prep.strict_fields import reject_unknown_keys
 from eval.benchmark import BenchmarkConfig
 from eval.evaluate import EvalConfig
+from eval.verdict import PACKAGE_PREFIX
 from eval.publish import PublishConfig
 from trainer.config import TrainConfig
 
@@ -274,7 +275,8 @@ class _PipelineParamsMethods:
         """
         for name, (verb, what) in CLUSTER_URIS.items():
             value = getattr(self, name)
-            if cluster and value and uri_scheme(value) != "gs":
+            # A file shipped with caloforge (package:eval/...) is in every image too.
+            if cluster and value and uri_scheme(value) != "gs" and not value.startswith(PACKAGE_PREFIX):
                 raise ValueError(f"pipeline parameter {name}={value!r}: a cluster cannot {verb} this "
                                  f"machine's files; give a gs:// {what}")
         models_uri = getattr(self, "models_uri")

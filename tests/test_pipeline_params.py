@@ -151,3 +151,22 @@ def test_default_layers_apply_in_order():
     assert PipelineParams.layered(EMBEDDED_DEMO) == PipelineParams()
     with pytest.raises(ValueError, match="unknown keys"):
         PipelineParams.layered({"batch": (1, "typo")})
+
+
+def test_the_quality_recipe_is_a_valid_parameter_file_run_by_make_quality():
+    """examples/cpu-quality.json (docs/trainer.md, "A GAN shown to learn") names real parameters,
+    passes every check (locally and, with its shipped thresholds, on a cluster) and is what
+    `make quality` runs."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    values = json.loads((repo / "examples" / "cpu-quality.json").read_text())
+    params = PipelineParams(**values)
+    params.validate()
+    params.validate(cluster=True)
+    assert params.eval_thresholds == "package:eval/thresholds/cpu-quality.yaml"
+    assert params.max_steps > 0 and params.mc_events >= 10_000
+    assert "--params-file examples/cpu-quality.json" in (repo / "Makefile").read_text()
+    with pytest.raises(ValueError, match=r"package:eval/thresholds/none.yaml is not shipped"):
+        PipelineParams(eval_thresholds="package:eval/thresholds/none.yaml").validate()
