@@ -9,6 +9,13 @@ gives the floor's spread with both condition sets kept, as every evaluation keep
 (eval/null_model.py), and the verdict allows each metric its floor plus k standard deviations
 (eval/verdict.py, rules in eval/thresholds/default.yaml).
 
+Memory. The showers are never all held: the Monte Carlo is read and the generator run in batches
+of ``STREAM_BATCH`` events, each batch is reduced to per-event feature rows (about 2 kB an event,
+eval.features.FeatureAccumulator) and dropped. Every metric, the noise-floor replicas included,
+works from these rows; the voxel classifier's downsampled cells are kept for at most
+``classifier_voxel_max_events`` events per sample. Peak memory is thus set by the batch, the
+generator and the classifiers, not by the number of events (docs/eval.md gives measurements).
+
 Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
 Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
 so a reader that finds metrics.json finds a complete evaluation.
@@ -23,16 +30,16 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, choices_field, parse_config
-from data_prep.console import configure_console, import_quietly
+from data_prep.console import ProgressLog, configure_console, import_quietly
 from data_prep.manifest import SPLITS
 from data_prep.strict_fields import reject_unknown_keys
 from eval import calochallenge as cc
-from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
+from eval.features import DEFAULT_HIT_THRESHOLD_GEV, FeatureAccumulator, ShowerFeatures
 from eval.metrics import BinningConfig, compare_physics
 from eval.null_model import resplit_replicas
 from eval.verdict import Thresholds, load_thresholds, null_statistics, verdict
@@ -40,6 +47,9 @@ from eval.verdict import Thresholds, load_thresholds, null_statistics, verdict
 LOG = logging.getLogger(__name__)
 
 MIN_EVENTS_PER_HALF = 20
+
+#: Monte Carlo events read, and showers generated, per batch: 17 MB of 51 x 51 x 25 float32 cells.
+STREAM_BATCH = 64
 
 
 @dataclass
@@ -73,6 +83,11 @@ class EvalConfig:
         kpd_batches: Number of KPD batches (jetnet's num_batches).
         thresholds: YAML file (local or gs://) with the verdict rules; empty means the packaged
             eval/thresholds/default.yaml.
+        classifier_voxel_max_events: Most events per sample whose downsampled cells the voxel
+            classifier reads (a seeded random subset; 0 = every event). The cells are the one
+            large per-event feature (500 values): capping them bounds the evaluator's memory
+            whatever the number of events. The high-level classifier and every other metric
+            read every event.
     """
 
     data: str = field(metadata={"path": "input"})
@@ -99,6 +114,7 @@ class EvalConfig:
     kpd_batch_size: int = 10_000
     kpd_batches: int = cc.JETNET_KPD_NUM_BATCHES
     thresholds: str = ""
+    classifier_voxel_max_events: int = 5_000
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
@@ -119,6 +135,10 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kpd_batch_size < 2:
             raise ValueError(f"kpd_batch_size must be >= 2, got {self.kpd_batch_size}")
+        if self.classifier_voxel_max_events < 0:
+            raise ValueError(
+                f"classifier_voxel_max_events must be >= 0 (0 = every event), got {self.classifier_voxel_max_events}"
+            )
         self.binning()  # validates the binning fields
         self.verdict_rules()  # reads and validates the thresholds file before any work is done
 
@@ -223,13 +243,113 @@ GenerateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _checked_size(energy: np.ndarray) -> int:
-    n = int(np.shape(energy)[0])
+    return _checked_count(int(np.shape(energy)[0]))
+
+
+def _checked_count(n: int) -> int:
     if n < 2 * MIN_EVENTS_PER_HALF:
         raise ValueError(
             f"evaluation needs at least {2 * MIN_EVENTS_PER_HALF} Monte Carlo events "
             f"({MIN_EVENTS_PER_HALF} per half), got {n}; raise max_events or use a larger test split"
         )
     return n
+
+
+@dataclass
+class ShowerBatch:
+    """Consecutive Monte Carlo events, the unit the evaluator reads.
+
+    Attributes:
+        ecal: Showers in raw units (power transform undone), (k, X, Y, Z).
+        energy: Primary energies, GeV, (k,).
+        theta: Generated angles, radians, (k,): used for the angle bins.
+        condition_angle: The angle the generator is conditioned on, radians, (k,).
+    """
+
+    ecal: np.ndarray
+    energy: np.ndarray
+    theta: np.ndarray
+    condition_angle: np.ndarray
+
+
+def array_batches(
+    ecal_raw: np.ndarray, energy: np.ndarray, theta: np.ndarray, condition_angle: np.ndarray | None = None,
+    batch: int = STREAM_BATCH,
+) -> Iterator[ShowerBatch]:
+    """In-memory Monte Carlo arrays as a stream of ShowerBatch views."""
+    energy, theta = np.asarray(energy), np.asarray(theta)
+    angle = theta if condition_angle is None else np.asarray(condition_angle)
+    for start in range(0, len(energy), batch):
+        stop = start + batch
+        yield ShowerBatch(ecal_raw[start:stop], energy[start:stop], theta[start:stop], angle[start:stop])
+
+
+def _checked_showers(showers: np.ndarray, n: int, cells: tuple[int, ...]) -> np.ndarray:
+    showers = np.asarray(showers)
+    if showers.ndim == 5 and showers.shape[-1] == 1:
+        showers = showers[..., 0]
+    if showers.shape != (n, *cells):
+        raise ValueError(f"generator returned showers of shape {showers.shape}, expected {(n, *cells)}")
+    return showers
+
+
+def sample_features(
+    batches: Iterable[ShowerBatch], n_events: int, config: EvalConfig, generate: GenerateFn | None = None
+) -> dict[str, ShowerFeatures]:
+    """Features of Monte Carlo halves A and B, and of showers generated for B, read batch by batch.
+
+    The first ``n_events`` events of the stream are split into halves as ``split_halves(n_events,
+    config.seed)`` says. Each batch is reduced to feature rows and dropped, so memory does not
+    grow with the showers; the coarse cells are kept for ``config.classifier_voxel_max_events``
+    events per sample at most.
+
+    Args:
+        batches: The Monte Carlo, in a fixed order (at least ``n_events`` events).
+        n_events: Monte Carlo events to use.
+        config: Evaluation settings.
+        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers``, called on each batch
+            with the conditions of its half-B events (in order); None measures the Monte Carlo
+            alone. A generator with its own random stream must continue it from call to call.
+
+    Returns:
+        ``reference`` (half A), ``independent`` (half B) and, with a generator, ``generated``
+        (one shower per half-B event, same order).
+
+    Raises:
+        ValueError: if the sample is too small, the stream ends early, or the generator returns
+            the wrong shape.
+    """
+    n = _checked_count(int(n_events))
+    a_idx, b_idx = split_halves(n, config.seed)
+    half = np.full(n, -1, dtype=np.int8)
+    half[a_idx], half[b_idx] = 0, 1
+    names = ["reference", "independent"] + ([] if generate is None else ["generated"])
+    sizes = {"reference": a_idx.size, "independent": b_idx.size, "generated": b_idx.size}
+    accumulators = {
+        name: FeatureAccumulator(sizes[name], config.hit_threshold_gev, config.classifier_voxel_max_events,
+                                 [config.seed, 0x766F78, k])  # "vox": a stream of its own per sample
+        for k, name in enumerate(names)
+    }
+    progress = ProgressLog(LOG, "features" if generate is None else "generating and reducing showers", n, "events")
+    done = 0
+    for batch in batches:
+        k = min(len(batch.energy), n - done)
+        if k <= 0:
+            break
+        which = half[done : done + k]
+        for code, name in ((0, "reference"), (1, "independent")):
+            sel = np.flatnonzero(which == code)
+            accumulators[name].add(batch.ecal[sel], batch.energy[sel], batch.theta[sel], batch.condition_angle[sel])
+        sel = np.flatnonzero(which == 1)
+        if generate is not None and sel.size:
+            energy, theta, angle = batch.energy[sel], batch.theta[sel], batch.condition_angle[sel]
+            showers = _checked_showers(generate(energy, angle), sel.size, tuple(np.shape(batch.ecal)[1:4]))
+            accumulators["generated"].add(showers, energy, theta, angle)
+        done += k
+        progress.update(done)
+    if done < n:
+        raise ValueError(f"the Monte Carlo ended after {done} events, {n} expected")
+    return {name: acc.result() for name, acc in accumulators.items()}
 
 
 @dataclass
@@ -253,6 +373,23 @@ class MonteCarloFloor:
     mc_events: int
 
 
+def floor_from_features(
+    reference: ShowerFeatures, independent: ShowerFeatures, config: EvalConfig, mc_events: int
+) -> MonteCarloFloor:
+    """The noise floor (A vs B) and its spread (re-dealt halves) from the halves' features alone."""
+    noise = compare(reference, independent, config, config.seed)
+    independent = independent.without_coarse()  # its coarse cells served the voxel classifier above
+    rules = config.verdict_rules()
+    LOG.info("noise floor: Monte Carlo A vs B and %d re-drawn pairs", rules.replicas)
+    # The replicas skip the classifiers, so they carry no coarse cells.
+    replicas = resplit_replicas(
+        reference.without_coarse(), independent,
+        lambda a, b: compare(a, b, config, config.seed, classifiers=False)["flat"],
+        rules.replicas, config.seed,
+    )
+    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, mc_events)
+
+
 def monte_carlo_floor(
     ecal_raw: np.ndarray,
     energy: np.ndarray,
@@ -274,21 +411,8 @@ def monte_carlo_floor(
         ValueError: if the sample is too small for a meaningful split.
     """
     n = _checked_size(energy)
-    energy, theta = np.asarray(energy), np.asarray(theta)
-    angle = theta if condition_angle is None else np.asarray(condition_angle)
-    a_idx, b_idx = split_halves(n, config.seed)
-    thr = config.hit_threshold_gev
-    reference = compute_features(ecal_raw[a_idx], energy[a_idx], theta[a_idx], thr, condition_angle=angle[a_idx])
-    independent = compute_features(ecal_raw[b_idx], energy[b_idx], theta[b_idx], thr, condition_angle=angle[b_idx])
-    noise = compare(reference, independent, config, config.seed)
-    rules = config.verdict_rules()
-    LOG.info("noise floor: Monte Carlo A vs B and %d re-drawn pairs", rules.replicas)
-    replicas = resplit_replicas(
-        reference, independent,
-        lambda a, b: compare(a, b, config, config.seed, classifiers=False)["flat"],
-        rules.replicas, config.seed,
-    )
-    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, n)
+    feats = sample_features(array_batches(ecal_raw, energy, theta, condition_angle), n, config)
+    return floor_from_features(feats["reference"], feats["independent"], config, n)
 
 
 def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig) -> dict:
@@ -312,6 +436,33 @@ def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig)
     }
 
 
+def evaluate_stream(
+    batches: Iterable[ShowerBatch], n_events: int, generate: GenerateFn, config: EvalConfig
+) -> tuple[dict, dict[str, ShowerFeatures]]:
+    """The whole comparison on a stream of Monte Carlo batches and a batch-wise generator.
+
+    Args:
+        batches: The Monte Carlo in a fixed order (``array_batches`` for arrays in memory).
+        n_events: Monte Carlo events to use (the first of the stream).
+        generate: Called per batch with half B's conditions (see ``sample_features``).
+        config: Evaluation settings.
+
+    Returns:
+        ``(results, features)`` as ``evaluate_arrays``.
+    """
+    t0 = time.monotonic()
+    feats = sample_features(batches, n_events, config, generate)
+    LOG.info("features of %d Monte Carlo events and %d generated showers in %.1f s",
+             n_events, feats["generated"].n_events, time.monotonic() - t0)
+    t0 = time.monotonic()
+    floor = floor_from_features(feats["reference"], feats["independent"], config, int(n_events))
+    LOG.info("noise floor and %d replicas in %.1f s", floor.rules.replicas, time.monotonic() - t0)
+    t0 = time.monotonic()
+    results = judge(floor, feats["generated"], config)
+    LOG.info("generated vs Monte Carlo in %.1f s", time.monotonic() - t0)
+    return results, feats
+
+
 def evaluate_arrays(
     ecal_raw: np.ndarray,
     energy: np.ndarray,
@@ -326,7 +477,8 @@ def evaluate_arrays(
         ecal_raw: Monte Carlo showers in raw units, (n, X, Y, Z).
         energy: Primary energies, GeV, (n,).
         theta: Generated angles, radians, (n,): used for the angle bins.
-        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers`` for half B's conditions.
+        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers``, called once with all
+            of half B's conditions.
         config: Evaluation settings.
         condition_angle: The angle the generator is conditioned on (e.g. the measured ``mtheta``
             when it was trained on it); defaults to ``theta``.
@@ -340,29 +492,62 @@ def evaluate_arrays(
         ValueError: if the sample is too small for a meaningful split, or the generator returns
             the wrong shape.
     """
-    _, b_idx = split_halves(_checked_size(energy), config.seed)  # the split monte_carlo_floor makes
+    n = _checked_size(energy)
+    _, b_idx = split_halves(n, config.seed)  # the split sample_features makes
     angle = theta if condition_angle is None else condition_angle
-    # Generate first: a generator of the wrong shape fails before the noise floor is measured.
+    # Generate first, in one call: a generator of the wrong shape fails before any other work.
     t0 = time.monotonic()
     LOG.info("generating %d showers (batch %d)", b_idx.size, config.batch_size)
-    generated = np.asarray(generate(np.asarray(energy)[b_idx], np.asarray(angle)[b_idx]))
-    if generated.ndim == 5 and generated.shape[-1] == 1:
-        generated = generated[..., 0]
-    expected = (b_idx.size, *np.shape(ecal_raw)[1:4])
-    if generated.shape != expected:
-        raise ValueError(f"generator returned showers of shape {generated.shape}, expected {expected}")
+    generated = _checked_showers(
+        generate(np.asarray(energy)[b_idx], np.asarray(angle)[b_idx]), b_idx.size, tuple(np.shape(ecal_raw)[1:4])
+    )
     LOG.info("generated %d showers in %.1f s", b_idx.size, time.monotonic() - t0)
-    floor = monte_carlo_floor(ecal_raw, energy, theta, config, condition_angle)
-    b = floor.independent
-    feats = {
-        "reference": floor.reference,
-        "independent": b,
-        "generated": compute_features(generated, b.energy, b.theta, config.hit_threshold_gev, condition_angle=b.condition_angle),
-    }
-    return judge(floor, feats["generated"], config), feats
+    served = 0
+
+    def next_showers(energy_b: np.ndarray, _angle: np.ndarray) -> np.ndarray:
+        nonlocal served
+        served += len(energy_b)
+        return generated[served - len(energy_b) : served]
+
+    return evaluate_stream(array_batches(ecal_raw, energy, theta, condition_angle), n, next_showers, config)
 
 
 # --------------------------------------------------------------------------- I/O
+def hdf5_batches(paths: Sequence[str], angle_key: str = "mtheta", batch: int = STREAM_BATCH) -> Iterator[ShowerBatch]:
+    """Monte Carlo or published 3DGAN HDF5 files (raw units) as ShowerBatch-es, file after file.
+
+    Read with data_prep.h5layout (either layout), ``batch`` events at a time; ``angle_key``
+    ("mtheta" or "theta") names the angle a generator is conditioned on.
+    """
+    from data_prep.h5layout import inspect_file, read_events
+
+    if angle_key not in ("mtheta", "theta"):
+        raise ValueError(f"angle_key must be 'mtheta' or 'theta', got {angle_key!r}")
+    for path in paths:
+        n = inspect_file(path).n_events
+        for start in range(0, n, batch):
+            block = read_events(path, start, min(n, start + batch))
+            yield ShowerBatch(block.ecal, block.energy, block.theta, getattr(block, angle_key))
+
+
+def dataset_batches(manifest_uri: str, split: str, power: float, angle_key: str) -> Iterator[ShowerBatch]:
+    """A converted split as ShowerBatch-es of ``STREAM_BATCH`` events, in file order, power transform undone.
+
+    Decoded as training decodes it (data_prep.dataset.make_dataset), without shuffling or
+    repetition; only a few batches are in memory at a time.
+    """
+    from data_prep.dataset import make_dataset
+
+    ds = make_dataset(manifest_uri, split, global_batch_size=STREAM_BATCH, shuffle=False, repeat=False,
+                      deterministic=True, drop_remainder=False)
+    inverse = np.float32(1.0 / power)
+    for batch in ds:
+        ecal = np.clip(np.asarray(batch["ecal"].numpy(), dtype=np.float32), 0.0, None)
+        np.power(ecal, inverse, out=ecal)
+        energy = batch["energy"].numpy()
+        yield ShowerBatch(ecal, energy, batch["theta"].numpy(), batch[angle_key].numpy())
+
+
 def _json_safe(value: Any) -> Any:
     """Recursively convert numpy types to Python and non-finite floats to None (strict JSON)."""
     if isinstance(value, dict):
@@ -448,6 +633,22 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
     return _json_safe(payload)
 
 
+def generator_function(bundle: Any, seed: int, batch_size: int) -> GenerateFn:
+    """``generate(energy, angle)`` of an exported generator, called batch after batch on one noise stream.
+
+    ``GeneratorBundle.generate`` draws event i's noise as row i of ``np.random.default_rng(seed)``,
+    and ``default_rng`` returns a Generator it is given unchanged: passing the same Generator to
+    successive calls continues one stream, so each event gets the noise row one call for all
+    events would give it (the showers then agree with one call's to float32 rounding).
+    """
+    noise = np.random.default_rng(seed)
+
+    def generate(energy: np.ndarray, angle: np.ndarray) -> np.ndarray:
+        return bundle.generate(energy, angle, seed=noise, batch_size=batch_size)
+
+    return generate
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate an exported generator against the Monte Carlo test split and publish the report.
 
@@ -461,40 +662,32 @@ def evaluate(config: EvalConfig) -> dict:
     Raises:
         ValueError: on a bad manifest, too few test events, or a generator of the wrong shape.
     """
-    from data_prep.dataset import load_split_numpy, read_manifest
+    from data_prep.dataset import read_manifest
+    from data_prep.records import OUTPUT_KEYS
     from trainer.export import load_generator
 
     started = time.monotonic()
     manifest = read_manifest(config.data)
     power = _manifest_power(manifest)
-    max_events = config.max_events if config.max_events > 0 else None
-    data = load_split_numpy(config.data, config.split, max_events)
-    for key in ("ecal", "energy", "theta"):
-        if key not in data:
-            raise ValueError(f"{config.data}: split {config.split!r} has no {key!r} array")
-    # In place: the test split can hold several GB of cells, so no second copy is made.
-    ecal_raw = np.ascontiguousarray(data.pop("ecal"), dtype=np.float32)
-    np.clip(ecal_raw, 0.0, None, out=ecal_raw)
-    np.power(ecal_raw, np.float32(1.0 / power), out=ecal_raw)
-    LOG.info("loaded %d Monte Carlo events from %s (power %.3g undone)", ecal_raw.shape[0], config.data, power)
+    available = int(manifest.counts.get(config.split, 0))
+    n_events = min(available, config.max_events) if config.max_events > 0 else available
+    _checked_count(n_events)
+    cells = tuple(int(d) for d in manifest.image_shape)
     bundle = load_generator(config.generator_dir)
     # The generator is conditioned on the angle it was trained with (generator_config.json).
     angle_key = str(bundle.config.get("angle_key", "mtheta"))
-    if angle_key not in data:
+    if angle_key not in OUTPUT_KEYS or angle_key == "ecal":
         raise ValueError(f"generator is conditioned on {angle_key!r}, which the dataset {config.data} lacks")
-    image_shape = tuple(int(d) for d in bundle.config.get("image_shape", ecal_raw.shape[1:4]))
-    if image_shape != tuple(ecal_raw.shape[1:4]):
+    image_shape = tuple(int(d) for d in bundle.config.get("image_shape", cells))
+    if image_shape != cells:
         raise ValueError(
-            f"generator {config.generator_dir} makes {image_shape} images but dataset {config.data} "
-            f"holds {tuple(ecal_raw.shape[1:4])}"
+            f"generator {config.generator_dir} makes {image_shape} images but dataset {config.data} holds {cells}"
         )
-
-    def generate(energy: np.ndarray, angle: np.ndarray) -> np.ndarray:
-        return bundle.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
-
-    results, feats = evaluate_arrays(
-        ecal_raw, np.asarray(data["energy"]), np.asarray(data["theta"]), generate, config,
-        condition_angle=np.asarray(data[angle_key]),
+    generate = generator_function(bundle, config.seed, config.batch_size)
+    LOG.info("evaluating %d Monte Carlo events of %s in batches of %d (power %.3g undone)",
+             n_events, config.data, STREAM_BATCH, power)
+    results, feats = evaluate_stream(
+        dataset_batches(config.data, config.split, power, angle_key), n_events, generate, config
     )
     extra = {
         "generator_angle_key": angle_key,
@@ -505,7 +698,9 @@ def evaluate(config: EvalConfig) -> dict:
     metrics = assemble_metrics(results, config, extra)
     from eval.report import build_figures  # matplotlib: loaded when a report is written
 
+    t0 = time.monotonic()
     figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
+    LOG.info("%d figures in %.1f s", len(figures), time.monotonic() - t0)
     from data_prep import uri
 
     metrics["outputs"] = {
