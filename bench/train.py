@@ -1,26 +1,32 @@
-"""Benchmark: 3DGAN training throughput of the custom loop, keras fit, and a train_on_batch
-reference written the way the original 3DGAN code trains; plus the full preset's achieved FLOP/s.
+"""Benchmark: 3DGAN training steps/s, custom loop vs published-style train_on_batch; FLOP/s.
 
-Same preset, batch, data, float32 and machine for every loop:
-  * custom: trainer.custom_loop.CustomLoop (strategy.run in one tf.function, several steps/call)
-    on the networks the trainer trains (trainer.layers' fused forms);
-  * builtin: trainer.gan.GAN with compile(steps_per_execution)/fit, same networks;
+The custom loop's steps/s against a train_on_batch reference written the way the published
+3DGAN code trains, and the achieved FLOP/s beside a dense matmul measured in the same run.
+
+Two configurations, each timed on its own (flags change them): the full preset at batch 4,
+the configuration with a target (custom loop >= 1.5 x the reference), and the small preset at
+batch 16 (reported, no target). In each, same preset, batch, data, float32 and machine for:
+  * custom: trainer.custom_loop.CustomLoop (strategy.run in one tf.function, several steps per
+    call) on the networks the trainer trains (trainer.layers' fused forms);
   * reference: the published code's way: its stock Keras layers (implementation "keras") in
     three compiled Keras models: the generator (predict), the discriminator (compiled with the
     four weighted losses) and the combined generator->frozen discriminator model, each step
     driven by five host calls (predict, 2 x D.train_on_batch, 2 x combined.train_on_batch),
     label flips drawn with numpy;
-  * reference on fused layers: the same five host calls on the trainer's networks, which
-    splits the gain into its loop part and its layer part.
-Each loop is timed in alternating rounds and its best round kept (the machine is shared and
-noisy; best-of-rounds treats every loop alike).
-Then the full preset trains a few steps (custom loop), on fused and on stock layers. Its
-FLOP/s are given over the measured time as executed FLOPs (what really runs: the generator's
-first convolution folded onto the coarse grid does far fewer; backward = 2 forwards), the
-RESULT, and as model FLOPs (the published architecture's Conv3D and Dense multiply-adds
-whatever the implementation: the MFU convention), both against a dense float32 matmul's
-FLOP/s measured in the same run.
-Prints one line per figure and RESULT lines, headline (custom vs train_on_batch) last; exits 0.
+  * reference on fused layers (the "gain split", --no-split drops it): the same five host
+    calls on the trainer's networks, which splits the gain into its loop part (custom vs this)
+    and its layer part (this vs the reference);
+  * a dense float32 2048^3 matmul, the FLOP/s yardstick, measured in the same rounds.
+Everything is timed in alternating rounds and each one's best round kept (the machine is shared
+and noisy; best-of-rounds treats every loop alike); the matmul figure is its best over the run.
+FLOP/s are FLOPs per event per step (trainer.flops: Conv3D and Dense multiply-adds, backward =
+2 forwards) x showers/s, counted two ways: model FLOPs (the published architecture's, whatever
+the implementation computes: the MFU convention) and executed FLOPs (what the fused layers
+really run: the generator's first convolution folded onto the coarse grid does far fewer).
+Keras fit is not timed: it runs the same tf.function step as the custom loop and measured
+within noise of it on CPU (docs/trainer.md).
+Prints one line per figure, then RESULT lines for the loop ratios (full preset last: the one
+with a target); the FLOP/s lines have no target. Exits 0 whatever the figures.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,7 +47,6 @@ import tensorflow as tf  # noqa: E402
 
 from trainer.custom_loop import CustomLoop  # noqa: E402
 from trainer.flops import discriminator_flops, generator_flops, step_flops  # noqa: E402
-from trainer.gan import GAN  # noqa: E402
 from trainer.models import Discriminator, build_generator  # noqa: E402
 from trainer.presets import ModelPreset, get_preset  # noqa: E402
 from trainer.steps import StepSettings  # noqa: E402
@@ -71,12 +77,17 @@ def build(preset: ModelPreset, implementation: str = "fused"):
 
 
 def prepare_custom(preset, data, batch, steps, per_call, implementation="fused"):
-    """Build and warm the custom loop; return a function timing `steps` steps (steps/s)."""
+    """Build and warm the custom loop; return a function timing `steps` steps (steps/s).
+
+    Warm-up is one step: it traces the tf.function, and the step count is a tensor argument,
+    so the timed calls of `per_call` steps do not retrace.
+    """
     gen, disc, d_opt, g_opt, step = build(preset, implementation)
     settings = StepSettings(seed=1, latent_dim=preset.generator.latent_dim)
     loop = CustomLoop(tf.distribute.get_strategy(), gen, disc, d_opt, g_opt, settings, batch, step)
     it = iter(tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch).prefetch(2))
-    loop.run(it, per_call)  # trace + warm-up
+    loop.run(it, 1)  # trace + warm-up
+    per_call = max(1, min(per_call, steps))
     calls = max(1, steps // per_call)
 
     def timed() -> float:
@@ -84,41 +95,6 @@ def prepare_custom(preset, data, batch, steps, per_call, implementation="fused")
         for _ in range(calls):
             loop.run(it, per_call)
         return calls * per_call / (time.perf_counter() - t0)
-
-    return timed
-
-
-class _ExecutionClock(keras.callbacks.Callback):
-    """Wall time at the end of every execution (steps_per_execution steps) of fit."""
-
-    def __init__(self):
-        super().__init__()
-        self.stamps: list[float] = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.stamps.append(time.perf_counter())
-
-
-def prepare_builtin(preset, data, batch, steps, per_call):
-    """Build and warm keras fit on the trainer's networks; return a steps/s timer.
-
-    The rate is fit's steady state: from the end of its first execution to the end of its
-    last, so fit's per-call start-up (data adapter, callbacks; paid once per training run, not
-    per step) is not charged to its steps.
-    """
-    gen, disc, d_opt, g_opt, step = build(preset)
-    settings = StepSettings(seed=1, latent_dim=preset.generator.latent_dim)
-    gan = GAN(gen, disc, settings, batch, step)
-    gan.compile(d_opt, g_opt, steps_per_execution=per_call)
-    ds = tf.data.Dataset.from_tensor_slices(data).repeat().batch(batch).prefetch(2)
-    gan.fit(ds, epochs=1, steps_per_epoch=per_call, verbose=0)  # trace + warm-up
-    executions = max(1, steps // per_call)
-
-    def timed() -> float:
-        clock = _ExecutionClock()
-        gan.fit(ds, epochs=1, steps_per_epoch=(executions + 1) * per_call, verbose=0,
-                callbacks=[clock])
-        return executions * per_call / (clock.stamps[-1] - clock.stamps[0])
 
     return timed
 
@@ -214,107 +190,138 @@ def best_of_rounds(timers: dict, rounds: int) -> dict[str, float]:
     return best
 
 
-def matmul_flops_per_second(n: int = 2048, repeats: int = 10, rounds: int = 3) -> float:
-    """Best-of-rounds FLOP/s of a dense float32 n x n matmul."""
+def prepare_matmul(n: int = 2048, repeats: int = 10):
+    """Return a timer of a dense float32 n x n matmul (FLOP/s), traced and warmed here."""
     a = tf.random.normal([n, n])
     b = tf.random.normal([n, n])
     f = tf.function(lambda a, b: tf.matmul(a, b))
     f(a, b).numpy()
-    best = 0.0
-    for _ in range(rounds):
+
+    def timed() -> float:
         t0 = time.perf_counter()
         for _ in range(repeats):
             out = f(a, b)
         out.numpy()
-        best = max(best, 2.0 * n ** 3 * repeats / (time.perf_counter() - t0))
-    return best
+        return 2.0 * n ** 3 * repeats / (time.perf_counter() - t0)
+
+    return timed
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One timed configuration: `slot` names its RESULT line (full_..., small_...)."""
+
+    slot: str
+    preset: ModelPreset
+    batch: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Best rates (steps/s) of one configuration and its FLOPs per event per training step."""
+
+    config: Configuration
+    rates: dict[str, float]
+    model_flops: int     # published architecture (stock layers), the MFU convention
+    executed_flops: int  # what the fused layers compute
+
+
+def step_flops_per_event(preset: ModelPreset) -> tuple[int, int]:
+    """(model, executed) FLOPs per event of one training step; D is the same in both forms."""
+    d_forward = discriminator_flops(Discriminator(preset))
+    model = step_flops(generator_flops(build_generator(preset, implementation="keras")), d_forward)
+    executed = step_flops(generator_flops(build_generator(preset)), d_forward)
+    return model, executed
+
+
+def measure(config: Configuration, rounds: int, per_call: int, split: bool,
+            matmul) -> Measured:
+    """Build, warm and time one configuration's loops (and the matmul) in alternating rounds."""
+    preset, batch, steps = config.preset, config.batch, config.steps
+    data = events(preset, max(4 * batch, 64))
+    timers = {"custom": prepare_custom(preset, data, batch, steps, per_call),
+              "reference": prepare_reference(preset, data, batch, steps)}
+    if split:
+        timers["reference_fused"] = prepare_reference(preset, data, batch, steps, "fused")
+    timers["matmul"] = matmul
+    rates = best_of_rounds(timers, rounds)
+    return Measured(config, rates, *step_flops_per_event(preset))
+
+
+def report_loops(m: Measured) -> None:
+    """The configuration's steps/s and showers/s, and the gain split when it was timed."""
+    c, r = m.config, m.rates
+    labels = {"custom": "custom loop (fused layers)",
+              "reference": "train_on_batch reference (published: stock layers, three models)",
+              "reference_fused": "train_on_batch on fused layers"}
+    for name, label in labels.items():
+        if name in r:
+            print(f"{c.slot}: {label}: {r[name]:.3f} steps/s, {r[name] * c.batch:.2f} showers/s")
+    print(f"{c.slot}: custom loop vs train_on_batch reference {r['custom'] / r['reference']:.2f} x")
+    if "reference_fused" in r:
+        print(f"{c.slot}: gain split: loop (custom vs train_on_batch, both fused) "
+              f"{r['custom'] / r['reference_fused']:.2f} x; layers (train_on_batch, fused vs "
+              f"stock) {r['reference_fused'] / r['reference']:.2f} x")
+
+
+def report_flops(m: Measured, matmul: float) -> None:
+    """Achieved FLOP/s of the custom loop (model and executed) and of the reference, vs matmul."""
+    c, r = m.config, m.rates
+    print(f"{c.slot}: {m.model_flops / 1e9:.2f} GFLOP model, {m.executed_flops / 1e9:.2f} GFLOP "
+          f"executed per event per training step")
+    showers = r["custom"] * c.batch
+    model, executed = showers * m.model_flops, showers * m.executed_flops
+    print(f"{c.slot}: custom loop model FLOP/s (MFU convention) {model / 1e9:.1f} GFLOP/s = "
+          f"{100 * model / matmul:.1f} % of matmul (no target)")
+    print(f"{c.slot}: custom loop executed FLOP/s {executed / 1e9:.1f} GFLOP/s = "
+          f"{100 * executed / matmul:.1f} % of matmul (no target)")
+    stock = r["reference"] * c.batch * m.model_flops
+    print(f"{c.slot}: train_on_batch reference FLOP/s (stock layers: executed = model) "
+          f"{stock / 1e9:.1f} GFLOP/s = {100 * stock / matmul:.1f} % of matmul")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", help="preset of the loop comparison")
-    parser.add_argument("--batch", type=int, default=16, help="events per step (one device)")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per loop and round")
+    parser.add_argument("--full-preset", default="full", help="preset of the configuration with the target")
+    parser.add_argument("--full-batch", type=int, default=4, help="its events per step")
+    parser.add_argument("--full-steps", type=int, default=4, help="its timed steps per loop and round")
+    parser.add_argument("--small-preset", default="small", help="preset of the second configuration")
+    parser.add_argument("--small-batch", type=int, default=16, help="its events per step")
+    parser.add_argument("--small-steps", type=int, default=8, help="its timed steps per loop and round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds")
     parser.add_argument("--steps-per-call", type=int, default=4,
-                        help="steps per tf.function call / keras steps_per_execution")
-    parser.add_argument("--overhead-preset", default="tiny",
-                        help="second, cheap configuration where per-call host overhead shows")
-    parser.add_argument("--overhead-batch", type=int, default=4)
-    parser.add_argument("--full-batch", type=int, default=4, help="batch of the full-preset FLOP/s run")
-    parser.add_argument("--full-steps", type=int, default=2, help="timed steps of the full preset per round")
+                        help="custom loop steps per tf.function call (at most the timed steps)")
+    parser.add_argument("--no-split", dest="split", action="store_false",
+                        help="skip train_on_batch on fused layers (the loop/layer gain split)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    # Lines as they come, so a run stopped part-way (a loaded machine) still shows its figures.
+    sys.stdout.reconfigure(line_buffering=True)
 
-    preset = get_preset(args.preset)
-    data = events(preset, max(4 * args.batch, 64))
-    print(f"preset {preset.name}, batch {args.batch}, {args.steps} timed steps x {args.rounds} "
-          f"rounds (best kept), {args.steps_per_call} steps per call, float32, "
-          f"{os.cpu_count()} CPUs, TF {tf.__version__}")
-    rate = best_of_rounds({
-        "custom": prepare_custom(preset, data, args.batch, args.steps, args.steps_per_call),
-        "builtin": prepare_builtin(preset, data, args.batch, args.steps, args.steps_per_call),
-        "reference": prepare_reference(preset, data, args.batch, args.steps),
-        "reference_fused": prepare_reference(preset, data, args.batch, args.steps, "fused"),
-    }, args.rounds)
-    labels = {"custom": "custom loop (fused layers)", "builtin": "keras fit (fused layers)",
-              "reference": "train_on_batch reference (published: stock layers)",
-              "reference_fused": "train_on_batch on fused layers"}
-    for name, label in labels.items():
-        print(f"{label}: {rate[name]:.3f} steps/s, {rate[name] * args.batch:.1f} showers/s")
-    print(f"gain split: loop (custom vs train_on_batch, both fused) "
-          f"{rate['custom'] / rate['reference_fused']:.2f} x; layers (train_on_batch fused vs "
-          f"stock) {rate['reference_fused'] / rate['reference']:.2f} x")
-
-    cheap = get_preset(args.overhead_preset)
-    cheap_data = events(cheap, 64)
-    o = best_of_rounds({
-        "custom": prepare_custom(cheap, cheap_data, args.overhead_batch, 2 * args.steps,
-                                 args.steps_per_call),
-        "builtin": prepare_builtin(cheap, cheap_data, args.overhead_batch, 2 * args.steps,
-                                   args.steps_per_call),
-        "reference": prepare_reference(cheap, cheap_data, args.overhead_batch, 2 * args.steps),
-    }, args.rounds)
-    print(f"{cheap.name} preset, batch {args.overhead_batch} (short steps, host overhead "
-          f"visible): custom {o['custom']:.2f}, fit {o['builtin']:.2f}, train_on_batch "
-          f"{o['reference']:.2f} steps/s; custom/fit {o['custom'] / o['builtin']:.2f} x, "
-          f"custom/train_on_batch {o['custom'] / o['reference']:.2f} x")
-
-    full = get_preset("full")
-    stock_gen = build_generator(full, implementation="keras")
-    disc = Discriminator(full)
-    g_model, d_model = generator_flops(stock_gen), discriminator_flops(disc)
-    g_exec = generator_flops(build_generator(full))  # fused: what really runs
-    model_per_event = step_flops(g_model, d_model)
-    exec_per_event = step_flops(g_exec, d_model)
-    print(f"full preset: {g_model / 2e9:.2f} GMAC generator ({g_exec / 2e9:.2f} executed with the "
-          f"folded first convolution), {d_model / 2e9:.2f} GMAC discriminator forward per event; "
-          f"{model_per_event / 1e9:.1f} GFLOP model, {exec_per_event / 1e9:.1f} GFLOP executed "
-          f"per event per training step")
-    full_data = events(full, 4 * args.full_batch)
-    full_rates = best_of_rounds({
-        "fused": prepare_custom(full, full_data, args.full_batch, args.full_steps, 1),
-        "keras": prepare_custom(full, full_data, args.full_batch, args.full_steps, 1, "keras"),
-    }, args.rounds)
-    full_rate = full_rates["fused"]
-    print(f"full preset custom loop, stock layers: {full_rates['keras']:.3f} steps/s; fused "
-          f"layers {full_rate / full_rates['keras']:.2f} x faster")
-    model_flops = full_rate * args.full_batch * model_per_event
-    exec_flops = full_rate * args.full_batch * exec_per_event
-    print(f"full preset training: {full_rate:.3f} steps/s at batch {args.full_batch}, "
-          f"{full_rate * args.full_batch:.2f} showers/s, {model_flops / 1e9:.1f} GFLOP/s model, "
-          f"{exec_flops / 1e9:.1f} GFLOP/s executed")
-    matmul = matmul_flops_per_second(rounds=args.rounds + 1)
-    print(f"dense float32 matmul 2048^3: {matmul / 1e9:.1f} GFLOP/s")
-    stock_flops = full_rates["keras"] * args.full_batch * model_per_event
-    print(f"full preset model FLOP/s (published architecture's FLOPs over the fused run's time, "
-          f"the MFU convention): {100 * model_flops / matmul:.1f} % of matmul")
-    print(f"full preset on stock layers (executed = model FLOPs): {100 * stock_flops / matmul:.1f} "
-          f"% of matmul")
-    # The target is read as hardware utilisation: FLOPs that really run, per second.
-    print(f"RESULT full_preset_vs_matmul_flops {100 * exec_flops / matmul:.1f} % target >= 35")
-    print(f"RESULT custom_vs_builtin {rate['custom'] / rate['builtin']:.2f} x target >= 1.2")
-    print(f"RESULT custom_vs_train_on_batch {rate['custom'] / rate['reference']:.2f} x target >= 2")
+    started = time.perf_counter()
+    configs = [Configuration("small", get_preset(args.small_preset), args.small_batch, args.small_steps),
+               Configuration("full", get_preset(args.full_preset), args.full_batch, args.full_steps)]
+    print(f"{args.rounds} alternating rounds (best kept), up to {args.steps_per_call} custom-loop "
+          f"steps per call, float32, {os.cpu_count()} CPUs, TF {tf.__version__}")
+    matmul_timer = prepare_matmul()
+    measured = []
+    for c in configs:
+        print(f"{c.slot}: preset {c.preset.name}, batch {c.batch}, {c.steps} timed steps per loop "
+              f"and round")
+        m = measure(c, args.rounds, args.steps_per_call, args.split, matmul_timer)
+        report_loops(m)
+        measured.append(m)
+    matmul = max(m.rates["matmul"] for m in measured)
+    print(f"dense float32 matmul 2048^3: {matmul / 1e9:.1f} GFLOP/s (best of "
+          f"{len(measured) * args.rounds} rounds, alternating with the loops)")
+    for m in measured:
+        report_flops(m, matmul)
+    print(f"bench time {time.perf_counter() - started:.0f} s")
+    for m in measured:  # small first, full (the target) last
+        ratio = m.rates["custom"] / m.rates["reference"]
+        target = "target >= 1.5" if m.config.slot == "full" else "(no target)"
+        print(f"RESULT {m.config.slot}_custom_vs_train_on_batch {ratio:.2f} x {target}")
     return 0
 
 
