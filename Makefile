@@ -25,7 +25,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# The 2-CPU quality recipe (docs/trainer.md, "A GAN shown to learn"): about 75 minutes on 2 cores.
+# The 2-CPU quality recipe (docs/trainer.md, "A GAN shown to learn"): 7,500 steps, about 1.5-2 hours on 2 cores.
 QUALITY_DIR ?= runs/quality
 quality: $(STAMP)
 	$(VENV)/bin/caloforge run --local --params-file examples/cpu-quality.json --output-dir $(QUALITY_DIR)
