@@ -9,6 +9,10 @@ gives the floor's spread with both condition sets kept, as every evaluation keep
 (eval/null_model.py), and the verdict allows each metric its floor plus k standard deviations
 (eval/verdict.py, rules in eval/thresholds/default.yaml).
 
+Several generators (``--generator A --generator B``: e.g. a 1-GPU and an 8-replica training) are
+each given half B's conditions and the same noise seed, each judged against the same floor, and
+overlaid on every figure of one report.
+
 Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
 Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
 so a reader that finds metrics.json finds a complete evaluation.
@@ -32,9 +36,12 @@ from data_prep.console import configure_console, import_quietly
 from data_prep.manifest import SPLITS
 from data_prep.strict_fields import reject_unknown_keys
 from eval import calochallenge as cc
+from eval.discriminator_view import DiscriminatorProbe
 from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
 from eval.metrics import BinningConfig, compare_physics
 from eval.null_model import resplit_replicas
+from eval.projections import ProjectionSums, project
+from eval.report_inputs import GeneratorView, ReportInputs
 from eval.verdict import Thresholds, load_thresholds, null_statistics, verdict
 
 LOG = logging.getLogger(__name__)
@@ -48,8 +55,11 @@ class EvalConfig:
 
     Attributes:
         data: URI of the converted dataset's manifest.json (local or gs://).
-        generator_dir: Folder of the exported generator (trainer output ``generator/``).
         output_dir: Folder (local or gs://) for metrics.json, report.html and plots/.
+        generator_dir: Folder of the exported generator (trainer output ``generator/``).
+        generator: Exported generator folder to evaluate; repeat the flag to compare several in
+            one report (each judged against the same Monte Carlo floor). Adds to
+            ``generator_dir``; at least one of the two is needed.
         max_events: Test events to use (0 = the whole test split).
         seed: Seed of the A/B split, the generator noise, the classifiers and the noise-floor
             replicas (FPD and KPD draw with jetnet's seed 42, as CaloChallenge's numbers do).
@@ -73,11 +83,15 @@ class EvalConfig:
         kpd_batches: Number of KPD batches (jetnet's num_batches).
         thresholds: YAML file (local or gs://) with the verdict rules; empty means the packaged
             eval/thresholds/default.yaml.
+        discriminator_events: Showers of each sample passed through each generator's trained
+            discriminator (found from the checkpoint beside the generator) for the report's
+            discriminator figure; 0 skips it.
     """
 
     data: str = field(metadata={"path": "input"})
-    generator_dir: str = field(metadata={"path": "input"})
     output_dir: str = field(metadata={"path": "output"})
+    generator_dir: str = field(default="", metadata={"path": "input"})
+    generator: tuple[str, ...] = field(default=(), metadata={"path": "input", "repeat": True})
     max_events: int = 0
     seed: int = 0
     batch_size: int = 64
@@ -99,10 +113,16 @@ class EvalConfig:
     kpd_batch_size: int = 10_000
     kpd_batches: int = cc.JETNET_KPD_NUM_BATCHES
     thresholds: str = ""
+    discriminator_events: int = 300
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
         self.angle_centres_deg = tuple(float(c) for c in self.angle_centres_deg)
+        self.generator = tuple(str(g) for g in self.generator)
+        if not self.generator_dirs():
+            raise ValueError("no generator given: set generator_dir or generator (repeat it to compare several)")
+        if self.discriminator_events < 0:
+            raise ValueError(f"discriminator_events must be >= 0, got {self.discriminator_events}")
         if self.max_events < 0:
             raise ValueError(f"max_events must be >= 0 (0 = all), got {self.max_events}")
         if self.batch_size < 1:
@@ -122,6 +142,11 @@ class EvalConfig:
         self.binning()  # validates the binning fields
         self.verdict_rules()  # reads and validates the thresholds file before any work is done
 
+    def generator_dirs(self) -> list[str]:
+        """Every generator folder to evaluate, in order: generator_dir, then each generator (duplicates once)."""
+        dirs = ([self.generator_dir] if self.generator_dir else []) + list(self.generator)
+        return list(dict.fromkeys(d.rstrip("/") or d for d in dirs))
+
     def binning(self) -> BinningConfig:
         return BinningConfig(
             energy_centres=self.energy_centres,
@@ -140,19 +165,26 @@ class EvalConfig:
         d = asdict(self)
         d["energy_centres"] = list(self.energy_centres)
         d["angle_centres_deg"] = list(self.angle_centres_deg)
+        d["generator"] = list(self.generator)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalConfig":
         reject_unknown_keys(cls, d, "EvalConfig")
-        return cls(**d)
+        return cls(**{**d, "generator": tuple(d.get("generator", ()))})
 
 
 # --------------------------------------------------------------------------- array-level core
-def _classifier_metrics(prefix: str, real: np.ndarray, generated: np.ndarray, seed: int, notes: list[str]) -> dict:
-    """AUC, BCE, JSD and test size of one classifier test, NaN with a note when it cannot run."""
+def _classifier_metrics(prefix: str, real: np.ndarray, generated: np.ndarray, seed: int, notes: list[str],
+                        curves: dict | None = None) -> dict:
+    """AUC, BCE, JSD and test size of one classifier test, NaN with a note when it cannot run.
+
+    The test split's ROC curve goes into ``curves[prefix]`` (fpr, tpr, auc, n_test) for the report.
+    """
     try:
         r = cc.classifier_test(real, generated, seed=seed)
+        if curves is not None:
+            curves[prefix] = {"fpr": list(r.roc_fpr), "tpr": list(r.roc_tpr), "auc": r.auc, "n_test": r.n_test}
         return {f"{prefix}_auc": r.auc, f"{prefix}_bce": r.bce, f"{prefix}_jsd": r.jsd,
                 f"{prefix}_auc_uncalibrated": r.auc_uncalibrated, f"{prefix}_n_test": float(r.n_test)}
     except ValueError as err:
@@ -174,12 +206,14 @@ def compare(
             an uninformative classifier is known).
 
     Returns:
-        ``{"physics": compare_physics output, "flat": {metric: float}, "notes": [str]}``. A metric
-        that cannot be computed (e.g. every generated shower is empty) is NaN with a note.
+        ``{"physics": compare_physics output, "flat": {metric: float}, "notes": [str], "curves":
+        {classifier: {fpr, tpr, auc, n_test}}}``. A metric that cannot be computed (e.g. every
+        generated shower is empty) is NaN with a note.
     """
     physics = compare_physics(reference, candidate, config.binning())
     flat: dict[str, float] = dict(physics["summary"])
     notes: list[str] = []
+    curves: dict[str, dict] = {}
     ref_table, cand_table = reference.high_level_table(), candidate.high_level_table()
     sep = cc.feature_separation_powers(ref_table, cand_table, config.histogram_bins)
     for name, value in sep.items():
@@ -194,8 +228,9 @@ def compare(
     x_ref = cc.table_to_matrix(reference.conditioned_table())
     x_cand = cc.table_to_matrix(candidate.conditioned_table())
     if classifiers:
-        flat.update(_classifier_metrics("classifier", x_ref, x_cand, seed, notes))
-        flat.update(_classifier_metrics("classifier_voxel", reference.voxel_table(), candidate.voxel_table(), seed, notes))
+        flat.update(_classifier_metrics("classifier", x_ref, x_cand, seed, notes, curves))
+        flat.update(_classifier_metrics("classifier_voxel", reference.voxel_table(), candidate.voxel_table(), seed,
+                                        notes, curves))
     try:
         f = cc.fpd(x_ref, x_cand, min_samples=config.fpd_min_samples, max_samples=config.fpd_max_samples,
                    num_batches=config.fpd_batches, num_points=config.fpd_points)
@@ -209,7 +244,7 @@ def compare(
     except ValueError as err:
         notes.append(f"KPD not computed: {err}")
         flat.update(kpd_x1e3=float("nan"), kpd_err_x1e3=float("nan"))
-    return {"physics": physics, "flat": flat, "notes": notes}
+    return {"physics": physics, "flat": flat, "notes": notes, "curves": curves}
 
 
 def split_halves(n_events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +278,8 @@ class MonteCarloFloor:
         null: Mean, sd and count of every metric over the noise floor and its replicas.
         rules: The verdict rules in force.
         mc_events: Monte Carlo events before the split.
+        reference_projections, independent_projections: Summed x-y and y-z projections of A and
+            B (the report's average images); None when made from features alone.
     """
 
     reference: ShowerFeatures
@@ -251,6 +288,8 @@ class MonteCarloFloor:
     null: dict
     rules: Thresholds
     mc_events: int
+    reference_projections: ProjectionSums | None = None
+    independent_projections: ProjectionSums | None = None
 
 
 def monte_carlo_floor(
@@ -288,7 +327,8 @@ def monte_carlo_floor(
         lambda a, b: compare(a, b, config, config.seed, classifiers=False)["flat"],
         rules.replicas, config.seed,
     )
-    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, n)
+    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, n,
+                           project(ecal_raw, a_idx), project(ecal_raw, b_idx))
 
 
 def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig) -> dict:
@@ -312,6 +352,97 @@ def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig)
     }
 
 
+def _subsample(n: int, k: int, seed: int) -> np.ndarray:
+    """k seeded indices of n (all when k >= n), sorted: the discriminator figure's events."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, k)])
+
+
+@dataclass
+class GeneratorInput:
+    """One generator to evaluate on in-memory Monte Carlo.
+
+    Attributes:
+        label: Its name in the report and in metrics.json.
+        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers`` for half B's conditions.
+        discriminator: Its trained discriminator (eval.discriminator_view), or None.
+    """
+
+    label: str
+    generate: "GenerateFn"
+    discriminator: DiscriminatorProbe | None = None
+
+
+@dataclass
+class Evaluation:
+    """The floor and every generator's view (features, results, projections, discriminator outputs)."""
+
+    floor: MonteCarloFloor
+    views: list[GeneratorView]
+
+
+def _generate_checked(gen: GeneratorInput, energy: np.ndarray, angle: np.ndarray, shape: tuple, batch: int) -> np.ndarray:
+    t0 = time.monotonic()
+    LOG.info("%s: generating %d showers (batch %d)", gen.label, energy.size, batch)
+    generated = np.asarray(gen.generate(energy, angle))
+    if generated.ndim == 5 and generated.shape[-1] == 1:
+        generated = generated[..., 0]
+    if generated.shape != shape:
+        raise ValueError(f"generator {gen.label} returned showers of shape {generated.shape}, expected {shape}")
+    LOG.info("%s: generated %d showers in %.1f s", gen.label, energy.size, time.monotonic() - t0)
+    return generated
+
+
+def evaluate_generators(
+    ecal_raw: np.ndarray,
+    energy: np.ndarray,
+    theta: np.ndarray,
+    generators: Sequence[GeneratorInput],
+    config: EvalConfig,
+    condition_angle: np.ndarray | None = None,
+) -> Evaluation:
+    """Judge one or several generators against one Monte Carlo floor.
+
+    Every generator receives half B's energies and angles (and the same noise seed through its
+    ``generate``); each is compared with half A and judged against the same null. Generated
+    showers are reduced to features, projections and discriminator outputs, then dropped.
+
+    Raises:
+        ValueError: if the sample is too small, a generator returns the wrong shape, or two
+            generators share a label.
+    """
+    labels = [g.label for g in generators]
+    if not generators or len(set(labels)) != len(labels):
+        raise ValueError(f"generators need distinct labels, got {labels}")
+    _, b_idx = split_halves(_checked_size(energy), config.seed)  # the split monte_carlo_floor makes
+    energy = np.asarray(energy)
+    angle = np.asarray(theta if condition_angle is None else condition_angle)
+    expected = (b_idx.size, *np.shape(ecal_raw)[1:4])
+    # Generate the first sample before the noise floor: a generator of the wrong shape fails early.
+    first = _generate_checked(generators[0], energy[b_idx], angle[b_idx], expected, config.batch_size)
+    floor = monte_carlo_floor(ecal_raw, energy, theta, config, condition_angle)
+    a_idx, _ = split_halves(energy.size, config.seed)
+    b = floor.independent
+    sub_a = _subsample(a_idx.size, config.discriminator_events, config.seed)
+    sub_b = _subsample(b_idx.size, config.discriminator_events, config.seed + 1)
+    views = []
+    for i, gen in enumerate(generators):
+        generated = first if i == 0 else _generate_checked(gen, energy[b_idx], angle[b_idx], expected, config.batch_size)
+        feats = compute_features(generated, b.energy, b.theta, config.hit_threshold_gev, condition_angle=b.condition_angle)
+        view = GeneratorView(gen.label, feats, judge(floor, feats, config), projections=project(generated))
+        if gen.discriminator is not None and config.discriminator_events:
+            d = gen.discriminator
+            view.discriminator = {
+                "reference": d.outputs(ecal_raw[a_idx[sub_a]], floor.reference.energy[sub_a], config.batch_size),
+                "independent": d.outputs(ecal_raw[b_idx[sub_b]], b.energy[sub_b], config.batch_size),
+                "generated": d.outputs(generated[sub_b], b.energy[sub_b], config.batch_size),
+            }
+            view.discriminator_note = f"checkpoint {d.checkpoint.rsplit('/', 1)[-1]}, {sub_b.size} showers per sample"
+        del generated
+        first = None
+        views.append(view)
+    return Evaluation(floor, views)
+
+
 def evaluate_arrays(
     ecal_raw: np.ndarray,
     energy: np.ndarray,
@@ -320,7 +451,7 @@ def evaluate_arrays(
     config: EvalConfig,
     condition_angle: np.ndarray | None = None,
 ) -> tuple[dict, dict[str, ShowerFeatures]]:
-    """Run the whole comparison on in-memory Monte Carlo events and a generator function.
+    """Run the whole comparison on in-memory Monte Carlo events and one generator function.
 
     Args:
         ecal_raw: Monte Carlo showers in raw units, (n, X, Y, Z).
@@ -340,26 +471,35 @@ def evaluate_arrays(
         ValueError: if the sample is too small for a meaningful split, or the generator returns
             the wrong shape.
     """
-    _, b_idx = split_halves(_checked_size(energy), config.seed)  # the split monte_carlo_floor makes
-    angle = theta if condition_angle is None else condition_angle
-    # Generate first: a generator of the wrong shape fails before the noise floor is measured.
-    t0 = time.monotonic()
-    LOG.info("generating %d showers (batch %d)", b_idx.size, config.batch_size)
-    generated = np.asarray(generate(np.asarray(energy)[b_idx], np.asarray(angle)[b_idx]))
-    if generated.ndim == 5 and generated.shape[-1] == 1:
-        generated = generated[..., 0]
-    expected = (b_idx.size, *np.shape(ecal_raw)[1:4])
-    if generated.shape != expected:
-        raise ValueError(f"generator returned showers of shape {generated.shape}, expected {expected}")
-    LOG.info("generated %d showers in %.1f s", b_idx.size, time.monotonic() - t0)
-    floor = monte_carlo_floor(ecal_raw, energy, theta, config, condition_angle)
-    b = floor.independent
-    feats = {
-        "reference": floor.reference,
-        "independent": b,
-        "generated": compute_features(generated, b.energy, b.theta, config.hit_threshold_gev, condition_angle=b.condition_angle),
-    }
-    return judge(floor, feats["generated"], config), feats
+    ev = evaluate_generators(ecal_raw, energy, theta, [GeneratorInput("Generator", generate)], config, condition_angle)
+    view = ev.views[0]
+    return view.results, {"reference": ev.floor.reference, "independent": ev.floor.independent, "generated": view.features}
+
+
+def report_inputs(ev: Evaluation, config: EvalConfig, notes: list[str] | None = None) -> ReportInputs:
+    """What the report draws from an evaluation."""
+    return ReportInputs(ev.floor.reference, ev.floor.independent, ev.views, ev.floor.reference_projections,
+                        ev.floor.independent_projections, config.min_events_per_bin, list(notes or []))
+
+
+def generator_labels(paths: Sequence[str]) -> list[str]:
+    """Short distinct names for generator folders: the path parts that differ between them.
+
+    ``runs/gpu1/model/generator`` and ``runs/gpu8/model/generator`` become ``gpu1`` and ``gpu8``;
+    a single generator is called "Generator".
+    """
+    if len(paths) == 1:
+        return ["Generator"]
+    parts = [[p for p in path.rstrip("/").split("/") if p] for path in paths]
+    parts = [p[:-1] if len(p) > 1 and p[-1] == "generator" else p for p in parts]
+    while all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    while all(len(p) > 1 for p in parts) and len({p[-1] for p in parts}) == 1:
+        parts = [p[:-1] for p in parts]
+    labels = ["/".join(p) or "generator" for p in parts]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+    return labels
 
 
 # --------------------------------------------------------------------------- I/O
@@ -403,30 +543,41 @@ def _manifest_power(manifest: Any) -> float:
     return float(power)
 
 
-def write_outputs(output_dir: str, metrics: dict, figures) -> dict[str, str]:
+def write_outputs(output_dir: str, metrics: dict, report) -> dict[str, str]:
     """Write plots/*.png, report.html and metrics.json (last), each atomically.
+
+    Args:
+        output_dir: Destination folder (local or gs://).
+        metrics: The metrics.json content.
+        report: An eval.report.Report (or a bare list of ReportFigure).
 
     Returns:
         Mapping of output name -> URI.
     """
     from data_prep import uri
-    from eval.report import render_html  # matplotlib: loaded when a report is written
+    from eval.report import Report, render_html  # matplotlib: loaded when a report is written
 
+    if not isinstance(report, Report):
+        report = Report(list(report))
     paths = {}
     uri.makedirs(output_dir)
-    for fig in figures:
+    for fig in report.figures:
         p = uri.join(output_dir, "plots", f"{fig.name}.png")
         uri.write_bytes(p, fig.png)
         paths[f"plots/{fig.name}.png"] = p
     paths["report.html"] = uri.join(output_dir, "report.html")
-    uri.write_text(paths["report.html"], render_html(figures, metrics))
+    uri.write_text(paths["report.html"], render_html(report, metrics))
     paths["metrics.json"] = uri.join(output_dir, "metrics.json")
     uri.write_text(paths["metrics.json"], json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False))
     return paths
 
 
+def _comparison(comparison: dict) -> dict:
+    return {"physics": comparison["physics"], "notes": comparison["notes"], "curves": comparison.get("curves", {})}
+
+
 def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = None) -> dict:
-    """The metrics.json payload: summary, verdict, per-bin details, config, seed and versions."""
+    """The metrics.json payload of one generator: summary, verdict, per-bin details, config, seed and versions."""
     summary = {
         "passed": results["verdict"]["passed"],
         "generated": results["generated"]["flat"],
@@ -436,8 +587,8 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
         "summary": summary,
         "verdict": results["verdict"],
         "counts": results["counts"],
-        "generated": {"physics": results["generated"]["physics"], "notes": results["generated"]["notes"]},
-        "noise_floor": {"physics": results["noise_floor"]["physics"], "notes": results["noise_floor"]["notes"]},
+        "generated": _comparison(results["generated"]),
+        "noise_floor": _comparison(results["noise_floor"]),
         "null": results["null"],
         "config": config.to_dict(),
         "seed": config.seed,
@@ -448,20 +599,78 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
     return _json_safe(payload)
 
 
+def assemble_metrics_many(views: Sequence[GeneratorView], config: EvalConfig, per_generator: Sequence[dict] | None = None,
+                          extra: dict | None = None) -> dict:
+    """The metrics.json payload of several generators judged against one floor.
+
+    One generator gives ``assemble_metrics``'s layout unchanged. Several give the floor once
+    (``noise_floor``, ``null``, ``summary.noise_floor``) and, under ``generators`` (a list in
+    the order given), each one's ``label``, ``summary`` (``passed``, ``generated``), ``verdict``,
+    ``counts`` and per-bin ``generated`` details plus ``per_generator[i]``; the top ``verdict``
+    passes when every generator passes and names failed checks as ``label: check``.
+    """
+    per_generator = list(per_generator or [{} for _ in views])
+    if len(views) == 1:
+        return assemble_metrics(views[0].results, config, {**(extra or {}), **per_generator[0]})
+    floor = views[0].results
+    generators = []
+    for view, more in zip(views, per_generator):
+        r = view.results
+        generators.append({
+            "label": view.label,
+            "summary": {"passed": r["verdict"]["passed"], "generated": r["generated"]["flat"]},
+            "verdict": r["verdict"],
+            "counts": r["counts"],
+            "generated": _comparison(r["generated"]),
+            **more,
+        })
+    passed = all(g["verdict"]["passed"] for g in generators)
+    payload = {
+        "summary": {"passed": passed, "noise_floor": floor["noise_floor"]["flat"],
+                    "generators": {g["label"]: g["summary"] for g in generators}},
+        "verdict": {"passed": passed,
+                    "failed": [f"{g['label']}: {name}" for g in generators for name in g["verdict"]["failed"]],
+                    "generators": {g["label"]: g["verdict"]["passed"] for g in generators},
+                    "thresholds": floor["verdict"]["thresholds"]},
+        "generators": generators,
+        "counts": {k: v for k, v in floor["counts"].items() if k in ("mc_events", "reference_events")},
+        "noise_floor": _comparison(floor["noise_floor"]),
+        "null": floor["null"],
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "versions": software_versions(),
+    }
+    if extra:
+        payload.update(extra)
+    return _json_safe(payload)
+
+
+def _snapshot_selection(metrics: dict, label: str) -> Any:
+    """The ``snapshot_selection`` entry for one generator, wherever the selection step put it."""
+    for g in metrics.get("generators") or []:
+        if g.get("label") == label and "snapshot_selection" in g:
+            return g["snapshot_selection"]
+    return metrics.get("snapshot_selection")
+
+
 def evaluate(config: EvalConfig) -> dict:
-    """Evaluate an exported generator against the Monte Carlo test split and publish the report.
+    """Evaluate one or several exported generators against the Monte Carlo test split and publish the report.
 
     Args:
         config: Evaluation settings.
 
     Returns:
         The metrics.json content (``summary``, ``verdict``, ``counts``, per-bin details, ``config``,
-        ``seed``, ``versions``, ``outputs``).
+        ``seed``, ``versions``, ``outputs``; with several generators, ``generators`` holds each
+        one's, see ``assemble_metrics_many``).
 
     Raises:
-        ValueError: on a bad manifest, too few test events, or a generator of the wrong shape.
+        ValueError: on a bad manifest, too few test events, generators that do not fit the
+            dataset or each other, or a generator of the wrong shape.
     """
     from data_prep.dataset import load_split_numpy, read_manifest
+    from eval.discriminator_view import load_discriminator
+    from eval.training_log import read_training_log, snapshot_table
     from trainer.export import load_generator
 
     started = time.monotonic()
@@ -477,43 +686,61 @@ def evaluate(config: EvalConfig) -> dict:
     np.clip(ecal_raw, 0.0, None, out=ecal_raw)
     np.power(ecal_raw, np.float32(1.0 / power), out=ecal_raw)
     LOG.info("loaded %d Monte Carlo events from %s (power %.3g undone)", ecal_raw.shape[0], config.data, power)
-    bundle = load_generator(config.generator_dir)
-    # The generator is conditioned on the angle it was trained with (generator_config.json).
-    angle_key = str(bundle.config.get("angle_key", "mtheta"))
+    dirs = config.generator_dirs()
+    labels = generator_labels(dirs)
+    bundles = [load_generator(d) for d in dirs]
+    # Each generator is conditioned on the angle it was trained with (generator_config.json); the
+    # floor's conditioned features use that angle, so every generator must share it.
+    angle_keys = [str(b.config.get("angle_key", "mtheta")) for b in bundles]
+    if len(set(angle_keys)) > 1:
+        raise ValueError("generators " + ", ".join(f"{d} ({k})" for d, k in zip(dirs, angle_keys))
+                         + " are conditioned on different angles; evaluate them separately")
+    angle_key = angle_keys[0]
     if angle_key not in data:
         raise ValueError(f"generator is conditioned on {angle_key!r}, which the dataset {config.data} lacks")
-    image_shape = tuple(int(d) for d in bundle.config.get("image_shape", ecal_raw.shape[1:4]))
-    if image_shape != tuple(ecal_raw.shape[1:4]):
-        raise ValueError(
-            f"generator {config.generator_dir} makes {image_shape} images but dataset {config.data} "
-            f"holds {tuple(ecal_raw.shape[1:4])}"
-        )
+    for d, bundle in zip(dirs, bundles):
+        image_shape = tuple(int(v) for v in bundle.config.get("image_shape", ecal_raw.shape[1:4]))
+        if image_shape != tuple(ecal_raw.shape[1:4]):
+            raise ValueError(
+                f"generator {d} makes {image_shape} images but dataset {config.data} holds {tuple(ecal_raw.shape[1:4])}"
+            )
 
-    def generate(energy: np.ndarray, angle: np.ndarray) -> np.ndarray:
-        return bundle.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
+    def generate_with(bundle):
+        return lambda energy, angle: bundle.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
 
-    results, feats = evaluate_arrays(
-        ecal_raw, np.asarray(data["energy"]), np.asarray(data["theta"]), generate, config,
-        condition_angle=np.asarray(data[angle_key]),
-    )
-    extra = {
-        "generator_angle_key": angle_key,
-        "generator_config": bundle.config,
-        "power": power,
-        "wall_seconds": time.monotonic() - started,
-    }
-    metrics = assemble_metrics(results, config, extra)
-    from eval.report import build_figures  # matplotlib: loaded when a report is written
+    inputs, notes = [], {}
+    for d, label, bundle in zip(dirs, labels, bundles):
+        probe, reason = load_discriminator(d) if config.discriminator_events else (None, "discriminator_events is 0")
+        notes[label] = reason
+        inputs.append(GeneratorInput(label, generate_with(bundle), probe))
+    ev = evaluate_generators(ecal_raw, np.asarray(data["energy"]), np.asarray(data["theta"]), inputs, config,
+                             condition_angle=np.asarray(data[angle_key]))
+    for d, view in zip(dirs, ev.views):
+        view.source = d
+        if view.discriminator is None:
+            view.discriminator_note = notes[view.label]
+        view.training, view.training_note = read_training_log(d)
+    extra = {"generator_angle_key": angle_key, "power": power, "wall_seconds": time.monotonic() - started}
+    per_generator = [{"generator_dir": d, "generator_config": b.config} for d, b in zip(dirs, bundles)]
+    if len(dirs) == 1:
+        extra["generator_config"] = bundles[0].config
+        per_generator = [{}]
+    metrics = assemble_metrics_many(ev.views, config, per_generator, extra)
+    for view in ev.views:
+        view.snapshots = snapshot_table(_snapshot_selection(metrics, view.label))
+    from eval.report import build_report  # matplotlib: loaded when a report is written
 
-    figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
+    t0 = time.monotonic()
+    report = build_report(report_inputs(ev, config), config.to_dict())
+    LOG.info("report: %d figures in %.1f s", len(report.figures), time.monotonic() - t0)
     from data_prep import uri
 
     metrics["outputs"] = {
         "metrics": uri.join(config.output_dir, "metrics.json"),
         "report": uri.join(config.output_dir, "report.html"),
-        "plots": [uri.join(config.output_dir, "plots", f"{f.name}.png") for f in figures],
+        "plots": [uri.join(config.output_dir, "plots", f"{f.name}.png") for f in report.figures],
     }
-    write_outputs(config.output_dir, metrics, figures)
+    write_outputs(config.output_dir, metrics, report)
     LOG.info(
         "evaluation %s in %.1f s -> %s",
         "PASSED" if metrics["verdict"]["passed"] else "FAILED",
@@ -529,12 +756,23 @@ def build_parser() -> ConfigArgumentParser:
     return build_config_parser(EvalConfig, prog="caloforge evaluate", description=__doc__.splitlines()[0])
 
 
+def _print_failures(label: str, verdict_: dict) -> None:
+    prefix = f"{label}: " if label else ""
+    for check in verdict_["checks"]:
+        if not check["passed"]:
+            print(
+                f"{prefix}FAILED {check['name']}: {check['value']} > threshold {check['threshold']} "
+                f"(noise floor {check['noise_floor']}; {check['rule']})",
+                file=sys.stderr,
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: parse flags into an EvalConfig, evaluate, print the verdict.
 
     Returns:
-        0 when the verdict is PASSED, 1 when it is FAILED (0 with ``--no-fail``, for runs that
-        only want the report).
+        0 when every generator's verdict is PASSED, 1 when one is FAILED (0 with ``--no-fail``,
+        for runs that only want the report).
     """
     parser = build_parser()
     add_verbose_flag(parser)
@@ -545,14 +783,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import_quietly("tensorflow", args.verbose)  # the generator runs on TensorFlow
     metrics = evaluate(config)
     verdict_ = metrics["verdict"]
-    for check in verdict_["checks"]:
-        if not check["passed"]:
-            print(
-                f"FAILED {check['name']}: {check['value']} > threshold {check['threshold']} "
-                f"(noise floor {check['noise_floor']}; {check['rule']})",
-                file=sys.stderr,
-            )
-    print(json.dumps({"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir}))
+    if metrics.get("generators"):
+        for g in metrics["generators"]:
+            _print_failures(g["label"], g["verdict"])
+        out = {"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir,
+               "generators": {g["label"]: {"passed": g["verdict"]["passed"], "failed": g["verdict"]["failed"],
+                                           "generator_dir": g.get("generator_dir")} for g in metrics["generators"]}}
+    else:
+        _print_failures("", verdict_)
+        out = {"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir}
+    print(json.dumps(out))
     return 0 if verdict_["passed"] or no_fail else 1
 
 

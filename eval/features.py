@@ -82,6 +82,8 @@ class ShowerFeatures:
             input angle (``mtheta`` when it was trained on the measured angle); equals ``theta``
             unless given. The published 3DGAN angle term compares it with ``measured_angle``.
         coarse_cells: Raw energy summed over ``COARSE_GROUPS`` blocks of cells, (n, gx * gy * gz).
+        cell_outside: Positive cells outside the ``CELL_SPECTRUM_EDGES`` range, below and above,
+            (n, 2) int: counted apart, never folded into the spectrum's edge bins.
     """
 
     energy: np.ndarray
@@ -101,6 +103,7 @@ class ShowerFeatures:
     hit_threshold_raw: float
     condition_angle: np.ndarray | None = None
     coarse_cells: np.ndarray | None = None
+    cell_outside: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.condition_angle is None:
@@ -271,6 +274,7 @@ def compute_features(
     angle = np.empty(n, dtype=np.float64)
     nbins = CELL_SPECTRUM_EDGES.size - 1
     cell_hist = np.zeros((n, nbins), dtype=np.int64)
+    cell_outside = np.zeros((n, 2), dtype=np.int64)
     progress = ProgressLog(LOG, "features", n, "events")
     starts = [coarse_groups(size, groups) for size, groups in zip((nx, ny, nz), COARSE_GROUPS)]
     coarse = np.empty((n, starts[0].size * starts[1].size * starts[2].size))
@@ -297,6 +301,8 @@ def compute_features(
         cell_hist[start:stop] = np.bincount(
             ev[keep] * nbins + bins[keep], minlength=(stop - start) * nbins
         ).reshape(stop - start, nbins)
+        cell_outside[start:stop, 0] = np.bincount(ev[bins < 0], minlength=stop - start)
+        cell_outside[start:stop, 1] = np.bincount(ev[bins >= nbins], minlength=stop - start)
         progress.update(stop)
     ecal_sum = shapes[2].sum(axis=1)
     empty = ~(ecal_sum > 0)
@@ -326,4 +332,5 @@ def compute_features(
         hit_threshold_raw=thr,
         condition_angle=None if condition_angle is None else np.asarray(condition_angle, dtype=np.float64),
         coarse_cells=coarse,
+        cell_outside=cell_outside,
     )
