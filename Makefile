@@ -9,7 +9,7 @@ STAMP := $(VENV)/.caloforge-installed
 RUN_DIR ?= runs/latest
 PYTEST_ARGS ?=
 
-.PHONY: run test install compile bench clean images
+.PHONY: run test install compile bench clean images quality
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The 2-CPU quality recipe (docs/trainer.md, "A GAN shown to learn"): about 75 minutes on 2 cores.
+QUALITY_DIR ?= runs/quality
+quality: $(STAMP)
+	$(VENV)/bin/caloforge run --local --params-file examples/cpu-quality.json --output-dir $(QUALITY_DIR)
 
 compile: $(STAMP)
 	$(VENV)/bin/caloforge compile --output caloforge_pipeline.yaml

@@ -6,19 +6,23 @@ from dataclasses import dataclass
 
 from kfp import dsl
 
-from components import multinode, stages
+from components import multinode, stages, sweep
 
 
 @dataclass(frozen=True)
 class StageComponents:
-    """The five components of the DAG, and the multi-node training launcher."""
+    """The components of the DAG (five stages, the gate's publish and skip steps), the multi-node
+    training launcher and the sweep's fan-in."""
 
     prepare_raw_data: object
     convert_to_tfrecords: object
     train_gan: object
     evaluate_gan: object
     collect_benchmark: object
+    publish_model: object
+    skip_publish: object
     train_gan_jobset: object
+    summarize_sweep: object
 
 
 def build_components(image: str, train_image: str | None = None) -> StageComponents:
@@ -41,5 +45,8 @@ def build_components(image: str, train_image: str | None = None) -> StageCompone
         train_gan=wrap(stages.train_gan, train_image or image),
         evaluate_gan=wrap(stages.evaluate_gan),
         collect_benchmark=wrap(stages.collect_benchmark),
+        publish_model=wrap(stages.publish_model),
+        skip_publish=wrap(stages.skip_publish),
         train_gan_jobset=wrap(multinode.train_gan_jobset),
+        summarize_sweep=wrap(sweep.summarize_sweep),
     )

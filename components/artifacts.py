@@ -58,3 +58,21 @@ def log_scalars(metrics: Any, values: dict[str, Any], prefix: str = "") -> None:
             metrics.log_metric(name, float(value))
         elif isinstance(value, dict) and not prefix:
             log_scalars(metrics, value, prefix=f"{key}.")
+
+
+FLOOR_SUFFIX = "_floor"
+
+
+def log_with_floor(metrics: Any, values: dict[str, Any], floors: dict[str, Any]) -> None:
+    """Logs each numeric figure as `<name>` and its Monte Carlo noise floor as `<name>_floor`.
+
+    A figure without its floor cannot be read (docs/eval.md), so the KFP Metrics carry both side
+    by side; a figure whose floor was not computed (None or absent) is logged alone.
+    """
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        metrics.log_metric(name, float(value))
+        floor = floors.get(name)
+        if isinstance(floor, (int, float)) and not isinstance(floor, bool):
+            metrics.log_metric(f"{name}{FLOOR_SUFFIX}", float(floor))

@@ -18,6 +18,7 @@ def train_gan_jobset(
     learning_rate: float,
     lr_scaling: str,
     distribution_strategy: str,
+    cpu_logical_devices: int,
     precision: str,
     jit_compile: bool,
     train_seed: int,

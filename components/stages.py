@@ -1,4 +1,4 @@
-"""The five lightweight KFP component functions: translate artifacts and parameters, call the library.
+"""The lightweight KFP component functions: translate artifacts and parameters, call the library.
 
 Each body imports the library inside the function (KFP ships only the function's source to the
 container), builds the stage's config dataclass, calls the stage, and records a few results in the
@@ -9,7 +9,13 @@ fields they set come from pipelines.config.PARAMETERS (`stage_values` maps them 
 a test checks each signature against the table). KFP needs the signatures written out here.
 """
 
+from typing import NamedTuple
+
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+#: The evaluator's verdict as the DAG's gate reads it (`dsl.If(verdict == PASSED)`).
+PASSED = "PASSED"
+FAILED = "FAILED"
 
 
 def prepare_raw_data(
@@ -86,6 +92,7 @@ def train_gan(
     learning_rate: float,
     lr_scaling: str,
     distribution_strategy: str,
+    cpu_logical_devices: int,
     precision: str,
     jit_compile: bool,
     train_seed: int,
@@ -117,18 +124,23 @@ def evaluate_gan(
     model: Input[Model],
     eval_events: int,
     eval_seed: int,
+    eval_thresholds: str,
     evaluation: Output[Artifact],
     report: Output[HTML],
     metrics: Output[Metrics],
-):
+) -> NamedTuple("EvaluateOutputs", [("verdict", str)]):
     """Validates generated showers against the Monte Carlo test split.
 
     `evaluation` is the evaluator's whole folder (metrics.json, report.html, plots/); `report`
-    is report.html alone, which the Vertex AI and Kubeflow UIs render inline.
+    is report.html alone, which the Vertex AI and Kubeflow UIs render inline. The Metrics hold
+    every figure beside its Monte Carlo noise floor (`<name>`, `<name>_floor`). A FAILED verdict
+    does not fail the step: it returns `verdict` ("PASSED" or "FAILED"), and the DAG publishes
+    the model only when it is PASSED.
     """
+    import collections
     import os
 
-    from components.artifacts import location, log_scalars
+    from components.artifacts import location, log_with_floor
     from data_prep import uri
     from data_prep.console import configure_console, import_quietly
     from pipelines.config import stage_values
@@ -147,8 +159,9 @@ def evaluate_gan(
     passed = bool(result["verdict"]["passed"])
     evaluation.metadata["passed"] = passed
     report.metadata["passed"] = passed
-    log_scalars(metrics, result["summary"].get("generated", {}))
+    log_with_floor(metrics, result["summary"].get("generated", {}), result["summary"].get("noise_floor", {}))
     metrics.log_metric("passed", float(passed))
+    return collections.namedtuple("EvaluateOutputs", ["verdict"])("PASSED" if passed else "FAILED")
 
 
 def collect_benchmark(
@@ -177,3 +190,65 @@ def collect_benchmark(
     log_scalars(metrics, result["figures"])
     benchmark.metadata["status"] = result["status"]
     benchmark.metadata["measured"] = result["measured"]
+
+
+def publish_model(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    models_uri: str,
+    model_name: str,
+    register_vertex_model: bool,
+    run_id: str,
+    blessed_model: Output[Model],
+) -> str:
+    """Publishes a generator the evaluator blessed (the DAG runs it only on a PASSED verdict).
+
+    Copies the generator, its training config, metrics and report to `<models_uri>/<name>/`, or,
+    with models_uri empty, into `blessed_model` itself (under the pipeline root), with
+    publication.json (provenance) last. `blessed_model` always holds publication.json; its
+    metadata names the destination. Returns the publication summary as JSON (the DAG's
+    `publication` output).
+    """
+    import json
+
+    from components.artifacts import local_dir, location, write_json
+    from data_prep.console import configure_console
+    from eval.publish import PublishConfig, publication_summary, publish
+    from pipelines.config import stage_values
+
+    configure_console()
+    values = stage_values("publish", locals())
+    in_artifact = not values["destination"]
+    if in_artifact:
+        values["destination"] = location(blessed_model)
+    config = PublishConfig(model_dir=location(model), evaluation_dir=location(evaluation), run_id=run_id, **values)
+    record = publish(config)
+    if not in_artifact:
+        write_json(local_dir(blessed_model), "publication.json", record)
+    summary = publication_summary(record)
+    summary["in_artifact"] = in_artifact
+    summary["artifact"] = blessed_model.path
+    for key in ("name", "destination", "run_id"):
+        blessed_model.metadata[key] = record[key]
+    blessed_model.metadata["verdict"] = "PASSED"
+    if record.get("vertex_model"):
+        blessed_model.metadata["vertex_model"] = record["vertex_model"].get("resource_name")
+    print(f"published {record['name']} to {record['destination']}", flush=True)
+    return json.dumps(summary, sort_keys=True)
+
+
+def skip_publish(evaluation: Input[Artifact], verdict: str) -> str:
+    """The gate's other branch: says why the model was not published (the failed checks).
+
+    Returns the publication summary as JSON (`{"published": false, "reason": ...}`).
+    """
+    import json
+
+    from components.artifacts import location
+    from data_prep import uri
+    from eval.publish import not_published_reason, publication_summary
+
+    metrics = json.loads(uri.read_text(uri.join(location(evaluation), "metrics.json")))
+    reason = not_published_reason(metrics)
+    print(f"{reason} (verdict output: {verdict})", flush=True)
+    return json.dumps(publication_summary(None, reason), sort_keys=True)

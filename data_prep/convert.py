@@ -338,6 +338,8 @@ def plan_tasks(config: ConvertConfig, sources: list[_Source], n_tasks: int) -> l
         n, chunk = source.info.n_events, max(1, source.info.chunk_events)
 
         def local(cut: int) -> int:  # a task boundary inside this file, moved to the nearest chunk boundary
+            if cut - offset >= n:  # at or past the file's end: all of it (rounding must not cut the last chunk off)
+                return n
             return min(n, max(0, round((cut - offset) / chunk) * chunk))
 
         for k in range(n_tasks):

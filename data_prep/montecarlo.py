@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from data_prep.angle import measured_angle, pseudorapidity
 from data_prep.config_cli import (
     ConfigArgumentParser,
     add_verbose_flag,
@@ -43,6 +41,7 @@ from data_prep.h5layout import (
     LAYOUT_VARIABLE_ANGLE,
     LAYOUTS,
 )
+from data_prep.h5writer import COMPRESSIONS, compression_filters, dataset_specs, derived_datasets, write_blocks
 from data_prep.mc_shower import ShowerParams, simulate_showers
 from data_prep.strict_fields import reject_unknown_keys
 
@@ -51,13 +50,14 @@ _LOG = logging.getLogger(__name__)
 #: Version of the shower model; bump when the physics changes so outputs say which model made them.
 MODEL_VERSION = "2.0"
 SIDECAR_NAME = "montecarlo.json"
+#: The `generator` attribute of every file this module writes.
+GENERATOR_ATTR = "caloforge.data_prep.montecarlo"
+#: The `ecal_units` attribute: what a cell value means.
+ECAL_UNITS = "raw: deposit x 50, sum ~ primary energy in GeV"
 #: Events simulated and written per block (rounded to whole chunks); bounds memory per file.
 BLOCK_EVENTS = 256
 #: Seconds between progress lines inside one file (large files take minutes).
 PROGRESS_EVERY_S = 10.0
-COMPRESSIONS = ("gzip", "lzf", "none")
-#: PDG code written in column 0 of the fixed-angle `target` (electrons).
-ELECTRON_PDG = 11.0
 
 
 @dataclass
@@ -227,19 +227,9 @@ def _block_datasets(
         if hcal is not None:
             hcal[start:stop] = h
     out: dict[str, np.ndarray] = {"ECAL": ecal}
-    if not fixed:
-        out["energy"] = energy.astype(np.float32)
-        out["theta"] = theta.astype(np.float32)
-        out["mtheta"] = measured_angle(ecal).astype(np.float64)
-        out["eta"] = pseudorapidity(theta).astype(np.float32)
-        out["sum"] = ecal.reshape(n, -1).sum(axis=1, dtype=np.float64).astype(np.float32)
-    else:
-        target = np.zeros((n, 5), dtype=np.float32)
-        target[:, 0] = ELECTRON_PDG
-        target[:, 1] = energy  # primary energy in column 1, as in the published files
-        target[:, 4] = energy  # momentum (px, py, pz) along the depth axis at 90 degrees
+    if hcal is not None:
         out["HCAL"] = hcal
-        out["target"] = target
+    out.update(derived_datasets(config.layout, ecal, energy, theta))
     return out
 
 
@@ -267,69 +257,36 @@ def simulate_file_events(config: MonteCarloConfig, index: int, n_events: int) ->
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _dataset_specs(config: MonteCarloConfig, n: int) -> dict[str, tuple[tuple, np.dtype]]:
-    grid = IMAGE_SHAPES[config.layout]
-    if config.layout == LAYOUT_VARIABLE_ANGLE:
-        return {
-            "ECAL": ((n, *grid), np.float32),
-            "energy": ((n,), np.float32),
-            "theta": ((n,), np.float32),
-            "mtheta": ((n,), np.float64),
-            "eta": ((n,), np.float32),
-            "sum": ((n,), np.float32),
-        }
-    return {
-        "ECAL": ((n, *grid), np.float32),
-        "HCAL": ((n, *HCAL_SHAPE), np.float32),
-        "target": ((n, 5), np.float32),
-    }
-
-
 def _write_h5(path: str, config: MonteCarloConfig, index: int, n_events: int) -> None:
     """Simulate and write one file under a temporary name in its folder, then rename it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    filters: dict = {}
-    if config.compression == "gzip":
-        # No shuffle filter: on these mostly-zero float32 images it makes files larger and
-        # halves write and read speed (measured: gzip-1 4.5 kB/event plain vs 6.4 kB shuffled).
-        filters = {"compression": "gzip", "compression_opts": int(config.compression_level)}
-    elif config.compression == "lzf":
-        filters = {"compression": "lzf"}
-    try:
-        with h5py.File(tmp, "w") as h5:
-            for name, (shape, dtype) in _dataset_specs(config, n_events).items():
-                if len(shape) > 2:
-                    chunks = (min(config.chunk_events, n_events), *shape[1:])
-                    h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **filters)
-                else:
-                    h5.create_dataset(name, shape=shape, dtype=dtype)
-            began = last_log = time.perf_counter()
-            for start, stop, datasets in iter_file_blocks(config, index, n_events):
-                for name, data in datasets.items():
-                    h5[name][start:stop] = data
-                now = time.perf_counter()
-                if now - last_log >= PROGRESS_EVERY_S and stop < n_events:
-                    last_log = now
-                    rate = stop / (now - began)
-                    _LOG.info("Monte Carlo: %s %d/%d events (%.0f showers/s, ETA %.0f s)",
-                              os.path.basename(path), stop, n_events, rate, (n_events - stop) / rate)
-            seed_seq = file_seed_sequence(config.seed, index)
-            h5.attrs["generator"] = "caloforge.data_prep.montecarlo"
-            h5.attrs["config_json"] = json.dumps(config.to_dict(), sort_keys=True)
-            h5.attrs["seed"] = int(config.seed)
-            h5.attrs["file_index"] = int(index)
-            h5.attrs["seed_spawn_key"] = json.dumps(list(seed_seq.spawn_key))
-            h5.attrs["versions_json"] = json.dumps(versions(), sort_keys=True)
-            h5.attrs["layout"] = config.layout
-            h5.attrs["ecal_units"] = "raw: deposit x 50, sum ~ primary energy in GeV"
-            h5.attrs["angle_units"] = "radians"
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    began = last_log = time.perf_counter()
+
+    def progress(stop: int) -> None:
+        nonlocal last_log
+        now = time.perf_counter()
+        if now - last_log >= PROGRESS_EVERY_S and stop < n_events:
+            last_log = now
+            rate = stop / (now - began)
+            _LOG.info("Monte Carlo: %s %d/%d events (%.0f showers/s, ETA %.0f s)",
+                      os.path.basename(path), stop, n_events, rate, (n_events - stop) / rate)
+
+    def attrs() -> dict:
+        seed_seq = file_seed_sequence(config.seed, index)
+        return {
+            "generator": GENERATOR_ATTR,
+            "config_json": json.dumps(config.to_dict(), sort_keys=True),
+            "seed": int(config.seed),
+            "file_index": int(index),
+            "seed_spawn_key": json.dumps(list(seed_seq.spawn_key)),
+            "versions_json": json.dumps(versions(), sort_keys=True),
+            "layout": config.layout,
+            "ecal_units": ECAL_UNITS,
+            "angle_units": "radians",
+        }
+
+    write_blocks(path, dataset_specs(config.layout, n_events), iter_file_blocks(config, index, n_events), attrs,
+                 config.chunk_events, compression_filters(config.compression, config.compression_level),
+                 on_block=progress)
 
 
 def _sha256(path: str) -> str:

@@ -239,7 +239,8 @@ def _openblas_thread_controls():
 
 
 @contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with numpy's OpenBLAS on one thread, then restore its thread count."""
     controls = _openblas_thread_controls()
     if controls is None:
         yield
@@ -356,6 +357,12 @@ def _train(
     return net, epochs
 
 
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    """The rows of x without a non-finite value (x itself, not a copy, when every row is finite)."""
+    finite = np.all(np.isfinite(x), axis=1)
+    return x if finite.all() else x[finite]
+
+
 def classifier_test(
     real: np.ndarray,
     generated: np.ndarray,
@@ -375,6 +382,7 @@ def classifier_test(
 
     Args:
         real: Feature table of real events, (n, d); rows with non-finite values are dropped.
+            Float tables are used in their own type until each split is gathered in float64.
         generated: Feature table of generated events, (m, d).
         seed: Seed of the subsampling, split, initialisation and batch order.
         config: Network and training settings (defaults: ClassifierConfig()).
@@ -386,12 +394,13 @@ def classifier_test(
         ValueError: if feature dimensions differ or too few events remain for three splits.
     """
     cfg = config or ClassifierConfig()
-    real = np.asarray(real, dtype=np.float64)
-    generated = np.asarray(generated, dtype=np.float64)
+    # Float tables are kept in their type (the voxel tables come in float32) and each split is
+    # gathered and standardised in float64; anything else is converted.
+    real, generated = (x if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x, dtype=np.float64)
+                       for x in (np.asarray(real), np.asarray(generated)))
     if real.ndim != 2 or generated.ndim != 2 or real.shape[1] != generated.shape[1]:
         raise ValueError(f"feature tables must be 2-D with equal widths, got {real.shape} and {generated.shape}")
-    real = real[np.all(np.isfinite(real), axis=1)]
-    generated = generated[np.all(np.isfinite(generated), axis=1)]
+    real, generated = _finite_rows(real), _finite_rows(generated)
     n = min(len(real), len(generated))
     n_train = int(n * cfg.train_fraction)
     n_val = int(n * cfg.validation_fraction)
@@ -402,21 +411,33 @@ def classifier_test(
             f"got {len(real)} and {len(generated)} events"
         )
     rng = np.random.default_rng(seed)
-    real = real[rng.permutation(len(real))[:n]]
-    generated = generated[rng.permutation(len(generated))[:n]]
-    cuts = (n_train, n_train + n_val)
+    real_rows = rng.permutation(len(real))[:n]
+    generated_rows = rng.permutation(len(generated))[:n]
+    bounds = ((0, n_train), (n_train, n_train + n_val), (n_train + n_val, n))
 
     def part(k: int) -> tuple[np.ndarray, np.ndarray]:
-        r = np.split(real, cuts)[k]
-        g = np.split(generated, cuts)[k]
-        return np.concatenate([r, g]), np.concatenate([np.ones(len(r)), np.zeros(len(g))])
+        # One split at a time, gathered from the inputs (no shuffled copy of the whole tables):
+        # the voxel classifier's tables are the largest arrays of an evaluation.
+        lo, hi = bounds[k]
+        x = np.empty((2 * (hi - lo), real.shape[1]))
+        x[: hi - lo] = real[real_rows[lo:hi]]
+        x[hi - lo :] = generated[generated_rows[lo:hi]]
+        return x, np.concatenate([np.ones(hi - lo), np.zeros(hi - lo)])
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = part(0), part(1), part(2)
+    def standardised(x: np.ndarray) -> np.ndarray:
+        x -= mu
+        x /= sd
+        return x.astype(np.float32)
+
+    x_train, y_train = part(0)
     mu, sd = x_train.mean(axis=0), x_train.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
-    x_train, x_val, x_test = ((a - mu) / sd for a in (x_train, x_val, x_test))
-    x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
-    with _one_blas_thread():
+    x_train = standardised(x_train)
+    x_val, y_val = part(1)
+    x_val = standardised(x_val)
+    x_test, y_test = part(2)
+    x_test = standardised(x_test)
+    with one_blas_thread():
         net, epochs = _train(x_train, y_train, x_val, y_val, cfg, rng)
         z_val, z_test = net.logits(x_val).astype(np.float64), net.logits(x_test).astype(np.float64)
     calibration = IsotonicCalibration.fit(_sigmoid(z_val), y_val)

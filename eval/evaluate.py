@@ -13,6 +13,14 @@ Several generators (``--generator A --generator B``: e.g. a 1-GPU and an 8-repli
 each given half B's conditions and the same noise seed, each judged against the same floor, and
 overlaid on every figure of one report.
 
+Memory. The showers are never all held: the Monte Carlo is read and the generator run in batches
+of ``STREAM_BATCH`` events, each batch is reduced to per-event feature rows (about 2 kB an event,
+eval.features.FeatureAccumulator), running sums of the average images (eval.projections) and
+the discriminator's outputs on a capped subsample, and dropped. Every metric, the noise-floor
+replicas included, works from these rows; the voxel classifier's downsampled cells are kept for
+at most ``classifier_voxel_max_events`` events per sample. Peak memory is thus set by the batch,
+the generators and the classifiers, not by the number of events (docs/eval.md gives measurements).
+
 Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
 Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
 so a reader that finds metrics.json finds a complete evaluation.
@@ -27,26 +35,29 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_config_parser, choices_field, parse_config
-from data_prep.console import configure_console, import_quietly
+from data_prep.console import ProgressLog, configure_console, import_quietly
 from data_prep.manifest import SPLITS
 from data_prep.strict_fields import reject_unknown_keys
 from eval import calochallenge as cc
-from eval.discriminator_view import DiscriminatorProbe
-from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
+from eval.discriminator_view import DiscriminatorOutputs, DiscriminatorProbe
+from eval.features import DEFAULT_HIT_THRESHOLD_GEV, FeatureAccumulator, ShowerFeatures
 from eval.metrics import BinningConfig, compare_physics
 from eval.null_model import resplit_replicas
-from eval.projections import ProjectionSums, project
+from eval.projections import ProjectionSums
 from eval.report_inputs import GeneratorView, ReportInputs
 from eval.verdict import Thresholds, load_thresholds, null_statistics, verdict
 
 LOG = logging.getLogger(__name__)
 
 MIN_EVENTS_PER_HALF = 20
+
+#: Monte Carlo events read, and showers generated, per batch: 17 MB of 51 x 51 x 25 float32 cells.
+STREAM_BATCH = 64
 
 
 @dataclass
@@ -83,6 +94,11 @@ class EvalConfig:
         kpd_batches: Number of KPD batches (jetnet's num_batches).
         thresholds: YAML file (local or gs://) with the verdict rules; empty means the packaged
             eval/thresholds/default.yaml.
+        classifier_voxel_max_events: Most events per sample whose downsampled cells the voxel
+            classifier reads (a seeded random subset; 0 = every event). The cells are the one
+            large per-event feature (500 values): capping them bounds the evaluator's memory
+            whatever the number of events. The high-level classifier and every other metric
+            read every event.
         discriminator_events: Showers of each sample passed through each generator's trained
             discriminator (found from the checkpoint beside the generator) for the report's
             discriminator figure; 0 skips it.
@@ -113,6 +129,7 @@ class EvalConfig:
     kpd_batch_size: int = 10_000
     kpd_batches: int = cc.JETNET_KPD_NUM_BATCHES
     thresholds: str = ""
+    classifier_voxel_max_events: int = 5_000
     discriminator_events: int = 300
 
     def __post_init__(self) -> None:
@@ -139,6 +156,10 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kpd_batch_size < 2:
             raise ValueError(f"kpd_batch_size must be >= 2, got {self.kpd_batch_size}")
+        if self.classifier_voxel_max_events < 0:
+            raise ValueError(
+                f"classifier_voxel_max_events must be >= 0 (0 = every event), got {self.classifier_voxel_max_events}"
+            )
         self.binning()  # validates the binning fields
         self.verdict_rules()  # reads and validates the thresholds file before any work is done
 
@@ -258,13 +279,204 @@ GenerateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _checked_size(energy: np.ndarray) -> int:
-    n = int(np.shape(energy)[0])
+    return _checked_count(int(np.shape(energy)[0]))
+
+
+def _checked_count(n: int) -> int:
     if n < 2 * MIN_EVENTS_PER_HALF:
         raise ValueError(
             f"evaluation needs at least {2 * MIN_EVENTS_PER_HALF} Monte Carlo events "
             f"({MIN_EVENTS_PER_HALF} per half), got {n}; raise max_events or use a larger test split"
         )
     return n
+
+
+@dataclass
+class ShowerBatch:
+    """Consecutive Monte Carlo events, the unit the evaluator reads.
+
+    Attributes:
+        ecal: Showers in raw units (power transform undone), (k, X, Y, Z).
+        energy: Primary energies, GeV, (k,).
+        theta: Generated angles, radians, (k,): used for the angle bins.
+        condition_angle: The angle the generator is conditioned on, radians, (k,).
+    """
+
+    ecal: np.ndarray
+    energy: np.ndarray
+    theta: np.ndarray
+    condition_angle: np.ndarray
+
+
+def array_batches(
+    ecal_raw: np.ndarray, energy: np.ndarray, theta: np.ndarray, condition_angle: np.ndarray | None = None,
+    batch: int = STREAM_BATCH,
+) -> Iterator[ShowerBatch]:
+    """In-memory Monte Carlo arrays as a stream of ShowerBatch views."""
+    energy, theta = np.asarray(energy), np.asarray(theta)
+    angle = theta if condition_angle is None else np.asarray(condition_angle)
+    for start in range(0, len(energy), batch):
+        stop = start + batch
+        yield ShowerBatch(ecal_raw[start:stop], energy[start:stop], theta[start:stop], angle[start:stop])
+
+
+def _checked_showers(showers: np.ndarray, n: int, cells: tuple[int, ...]) -> np.ndarray:
+    showers = np.asarray(showers)
+    if showers.ndim == 5 and showers.shape[-1] == 1:
+        showers = showers[..., 0]
+    if showers.shape != (n, *cells):
+        raise ValueError(f"generator returned showers of shape {showers.shape}, expected {(n, *cells)}")
+    return showers
+
+
+def _subsample(n: int, k: int, seed: int) -> np.ndarray:
+    """k seeded indices of n (all when k >= n), sorted: the discriminator figure's events."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, k)])
+
+
+def _joined_outputs(parts: list[DiscriminatorOutputs]) -> DiscriminatorOutputs:
+    """Discriminator outputs of successive batches as one."""
+    if not parts:
+        return DiscriminatorOutputs(np.zeros(0), np.zeros(0), np.zeros(0))
+    return DiscriminatorOutputs(*(np.concatenate([getattr(p, name) for p in parts])
+                                  for name in ("realfake", "energy_pred", "energy_true")))
+
+
+@dataclass
+class StreamedSamples:
+    """What the evaluator keeps of the streamed showers: nothing that grows as showers do.
+
+    Attributes:
+        reference, independent: Features of Monte Carlo halves A and B.
+        generated: Features of each generator's showers (made for half B's conditions), in order.
+        reference_projections, independent_projections: Summed x-y and y-z images of A and B.
+        generated_projections: The same for each generator.
+        discriminator: For each generator, its discriminator's outputs on subsamples of A, B and
+            its own showers (keys "reference", "independent", "generated"), or None.
+    """
+
+    reference: ShowerFeatures
+    independent: ShowerFeatures
+    generated: list[ShowerFeatures]
+    reference_projections: ProjectionSums
+    independent_projections: ProjectionSums
+    generated_projections: list[ProjectionSums]
+    discriminator: list[dict[str, DiscriminatorOutputs] | None]
+
+
+def stream_samples(
+    batches: Iterable[ShowerBatch], n_events: int, config: EvalConfig, generators: Sequence[GeneratorInput] = ()
+) -> StreamedSamples:
+    """Features, projections and discriminator outputs of halves A, B and each generator, batch by batch.
+
+    The first ``n_events`` events of the stream are split into halves as ``split_halves(n_events,
+    config.seed)`` says. Each batch is reduced to feature rows, added to the projection sums and,
+    for the events of the discriminator subsample (``config.discriminator_events`` per sample,
+    seeded), passed through each generator's discriminator; then it is dropped, so memory does
+    not grow with the showers. The coarse cells are kept for ``config.classifier_voxel_max_events``
+    events per sample at most.
+
+    Args:
+        batches: The Monte Carlo, in a fixed order (at least ``n_events`` events).
+        n_events: Monte Carlo events to use.
+        config: Evaluation settings.
+        generators: Each one's ``generate(energy_gev, angle_rad) -> raw-unit showers`` is called
+            on each batch with the conditions of its half-B events (in order); none measures the
+            Monte Carlo alone. A generator with its own random stream must continue it from call
+            to call.
+
+    Raises:
+        ValueError: if the sample is too small, the stream ends early, or a generator returns
+            the wrong shape.
+    """
+    n = _checked_count(int(n_events))
+    a_idx, b_idx = split_halves(n, config.seed)
+    half = np.full(n, -1, dtype=np.int8)
+    half[a_idx], half[b_idx] = 0, 1
+    sizes = {0: a_idx.size, 1: b_idx.size}
+
+    def accumulator(size: int, k: int) -> FeatureAccumulator:
+        # "vox": a subset stream of its own per sample (k: 0 = A, 1 = B, 2 + i = generator i).
+        return FeatureAccumulator(size, config.hit_threshold_gev, config.classifier_voxel_max_events,
+                                  [config.seed, 0x766F78, k])
+
+    mc = {code: accumulator(sizes[code], code) for code in (0, 1)}
+    gen_acc = [accumulator(b_idx.size, 2 + i) for i in range(len(generators))]
+    mc_proj: dict[int, ProjectionSums] = {}
+    gen_proj: list[ProjectionSums] = []
+    # The discriminator subsample: positions within each half.
+    in_sub = {code: np.zeros(sizes[code], dtype=bool) for code in (0, 1)}
+    if config.discriminator_events:
+        in_sub[0][_subsample(sizes[0], config.discriminator_events, config.seed)] = True
+        in_sub[1][_subsample(sizes[1], config.discriminator_events, config.seed + 1)] = True
+    probes = [g.discriminator if config.discriminator_events else None for g in generators]
+    d_parts = [None if p is None else {"reference": [], "independent": [], "generated": []} for p in probes]
+    seen = {0: 0, 1: 0}
+    progress = ProgressLog(LOG, "features" if not generators else "generating and reducing showers", n, "events")
+    done = 0
+    for batch in batches:
+        k = min(len(batch.energy), n - done)
+        if k <= 0:
+            break
+        cells = tuple(np.shape(batch.ecal)[1:4])
+        if not mc_proj:
+            mc_proj = {code: ProjectionSums.empty(cells) for code in (0, 1)}
+            gen_proj = [ProjectionSums.empty(cells) for _ in generators]
+        which = half[done : done + k]
+        sel, sub = {}, {}
+        for code in (0, 1):
+            sel[code] = np.flatnonzero(which == code)
+            showers = batch.ecal[sel[code]]
+            mc[code].add(showers, batch.energy[sel[code]], batch.theta[sel[code]], batch.condition_angle[sel[code]])
+            mc_proj[code].add(showers)
+            sub[code] = in_sub[code][seen[code] : seen[code] + sel[code].size]
+            seen[code] += sel[code].size
+            for probe, parts in zip(probes, d_parts):
+                if probe is not None and sub[code].any():
+                    rows = sel[code][sub[code]]
+                    parts["reference" if code == 0 else "independent"].append(
+                        probe.outputs(batch.ecal[rows], batch.energy[rows], config.batch_size))
+        b = sel[1]
+        if b.size:
+            energy, theta, angle = batch.energy[b], batch.theta[b], batch.condition_angle[b]
+            for i, gen in enumerate(generators):
+                try:
+                    showers = _checked_showers(gen.generate(energy, angle), b.size, cells)
+                except ValueError as err:
+                    if len(generators) == 1:
+                        raise
+                    raise ValueError(f"{gen.label}: {err}") from err
+                gen_acc[i].add(showers, energy, theta, angle)
+                gen_proj[i].add(showers)
+                if probes[i] is not None and sub[1].any():
+                    d_parts[i]["generated"].append(
+                        probes[i].outputs(showers[sub[1]], energy[sub[1]], config.batch_size))
+                del showers
+        done += k
+        progress.update(done)
+    if done < n:
+        raise ValueError(f"the Monte Carlo ended after {done} events, {n} expected")
+    return StreamedSamples(
+        mc[0].result(), mc[1].result(), [acc.result() for acc in gen_acc], mc_proj[0], mc_proj[1], gen_proj,
+        [None if parts is None else {key: _joined_outputs(v) for key, v in parts.items()} for parts in d_parts],
+    )
+
+
+def sample_features(
+    batches: Iterable[ShowerBatch], n_events: int, config: EvalConfig, generate: GenerateFn | None = None
+) -> dict[str, ShowerFeatures]:
+    """Features of Monte Carlo halves A and B, and of showers generated for B (``stream_samples``).
+
+    Returns:
+        ``reference`` (half A), ``independent`` (half B) and, with a generator, ``generated``
+        (one shower per half-B event, same order).
+    """
+    generators = [] if generate is None else [GeneratorInput("Generator", generate)]
+    samples = stream_samples(batches, n_events, config, generators)
+    feats = {"reference": samples.reference, "independent": samples.independent}
+    if generate is not None:
+        feats["generated"] = samples.generated[0]
+    return feats
 
 
 @dataclass
@@ -292,6 +504,28 @@ class MonteCarloFloor:
     independent_projections: ProjectionSums | None = None
 
 
+def floor_from_features(
+    reference: ShowerFeatures, independent: ShowerFeatures, config: EvalConfig, mc_events: int,
+    reference_projections: ProjectionSums | None = None, independent_projections: ProjectionSums | None = None,
+) -> MonteCarloFloor:
+    """The noise floor (A vs B) and its spread (re-dealt halves) from the halves' features alone.
+
+    The projections (the halves' average images) are only carried along for the report.
+    """
+    noise = compare(reference, independent, config, config.seed)
+    independent = independent.without_coarse()  # its coarse cells served the voxel classifier above
+    rules = config.verdict_rules()
+    LOG.info("noise floor: Monte Carlo A vs B and %d re-drawn pairs", rules.replicas)
+    # The replicas skip the classifiers, so they carry no coarse cells.
+    replicas = resplit_replicas(
+        reference.without_coarse(), independent,
+        lambda a, b: compare(a, b, config, config.seed, classifiers=False)["flat"],
+        rules.replicas, config.seed,
+    )
+    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, mc_events,
+                           reference_projections, independent_projections)
+
+
 def monte_carlo_floor(
     ecal_raw: np.ndarray,
     energy: np.ndarray,
@@ -313,22 +547,10 @@ def monte_carlo_floor(
         ValueError: if the sample is too small for a meaningful split.
     """
     n = _checked_size(energy)
-    energy, theta = np.asarray(energy), np.asarray(theta)
-    angle = theta if condition_angle is None else np.asarray(condition_angle)
-    a_idx, b_idx = split_halves(n, config.seed)
-    thr = config.hit_threshold_gev
-    reference = compute_features(ecal_raw[a_idx], energy[a_idx], theta[a_idx], thr, condition_angle=angle[a_idx])
-    independent = compute_features(ecal_raw[b_idx], energy[b_idx], theta[b_idx], thr, condition_angle=angle[b_idx])
-    noise = compare(reference, independent, config, config.seed)
-    rules = config.verdict_rules()
-    LOG.info("noise floor: Monte Carlo A vs B and %d re-drawn pairs", rules.replicas)
-    replicas = resplit_replicas(
-        reference, independent,
-        lambda a, b: compare(a, b, config, config.seed, classifiers=False)["flat"],
-        rules.replicas, config.seed,
-    )
-    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, n,
-                           project(ecal_raw, a_idx), project(ecal_raw, b_idx))
+    n = _checked_size(energy)
+    samples = stream_samples(array_batches(ecal_raw, energy, theta, condition_angle), n, config)
+    return floor_from_features(samples.reference, samples.independent, config, n,
+                               samples.reference_projections, samples.independent_projections)
 
 
 def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig) -> dict:
@@ -352,23 +574,19 @@ def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig)
     }
 
 
-def _subsample(n: int, k: int, seed: int) -> np.ndarray:
-    """k seeded indices of n (all when k >= n), sorted: the discriminator figure's events."""
-    return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, k)])
-
-
 @dataclass
 class GeneratorInput:
-    """One generator to evaluate on in-memory Monte Carlo.
+    """One generator to evaluate.
 
     Attributes:
         label: Its name in the report and in metrics.json.
-        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers`` for half B's conditions.
+        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers``, called batch after
+            batch with half B's conditions (see ``stream_samples``).
         discriminator: Its trained discriminator (eval.discriminator_view), or None.
     """
 
     label: str
-    generate: "GenerateFn"
+    generate: GenerateFn
     discriminator: DiscriminatorProbe | None = None
 
 
@@ -380,16 +598,63 @@ class Evaluation:
     views: list[GeneratorView]
 
 
-def _generate_checked(gen: GeneratorInput, energy: np.ndarray, angle: np.ndarray, shape: tuple, batch: int) -> np.ndarray:
+def evaluate_stream_generators(
+    batches: Iterable[ShowerBatch], n_events: int, generators: Sequence[GeneratorInput], config: EvalConfig
+) -> Evaluation:
+    """Judge one or several generators against one Monte Carlo floor, on a stream of batches.
+
+    Every generator receives half B's energies and angles batch by batch; each is compared with
+    half A and judged against the same null. Showers are reduced to feature rows, projection
+    sums and discriminator outputs on a subsample, then dropped (``stream_samples``).
+
+    Raises:
+        ValueError: if the sample is too small, the stream ends early, a generator returns the
+            wrong shape, or two generators share a label.
+    """
+    labels = [g.label for g in generators]
+    if not generators or len(set(labels)) != len(labels):
+        raise ValueError(f"generators need distinct labels, got {labels}")
     t0 = time.monotonic()
-    LOG.info("%s: generating %d showers (batch %d)", gen.label, energy.size, batch)
-    generated = np.asarray(gen.generate(energy, angle))
-    if generated.ndim == 5 and generated.shape[-1] == 1:
-        generated = generated[..., 0]
-    if generated.shape != shape:
-        raise ValueError(f"generator {gen.label} returned showers of shape {generated.shape}, expected {shape}")
-    LOG.info("%s: generated %d showers in %.1f s", gen.label, energy.size, time.monotonic() - t0)
-    return generated
+    samples = stream_samples(batches, n_events, config, generators)
+    LOG.info("features of %d Monte Carlo events and %d x %d generated showers in %.1f s",
+             n_events, len(generators), samples.independent.n_events, time.monotonic() - t0)
+    t0 = time.monotonic()
+    floor = floor_from_features(samples.reference, samples.independent, config, int(n_events),
+                                samples.reference_projections, samples.independent_projections)
+    LOG.info("noise floor and %d replicas in %.1f s", floor.rules.replicas, time.monotonic() - t0)
+    views = []
+    for i, gen in enumerate(generators):
+        t0 = time.monotonic()
+        feats = samples.generated[i]
+        view = GeneratorView(gen.label, feats, judge(floor, feats, config), projections=samples.generated_projections[i])
+        outputs = samples.discriminator[i]
+        if outputs is not None:
+            view.discriminator = outputs
+            view.discriminator_note = (f"checkpoint {gen.discriminator.checkpoint.rsplit('/', 1)[-1]}, "
+                                       f"{outputs['generated'].n_events} showers per sample")
+        LOG.info("%s vs Monte Carlo in %.1f s", gen.label, time.monotonic() - t0)
+        views.append(view)
+    return Evaluation(floor, views)
+
+
+def evaluate_stream(
+    batches: Iterable[ShowerBatch], n_events: int, generate: GenerateFn, config: EvalConfig
+) -> tuple[dict, dict[str, ShowerFeatures]]:
+    """The whole comparison on a stream of Monte Carlo batches and one batch-wise generator.
+
+    Args:
+        batches: The Monte Carlo in a fixed order (``array_batches`` for arrays in memory).
+        n_events: Monte Carlo events to use (the first of the stream).
+        generate: Called per batch with half B's conditions (see ``stream_samples``).
+        config: Evaluation settings.
+
+    Returns:
+        ``(results, features)`` as ``evaluate_arrays``.
+    """
+    ev = evaluate_stream_generators(batches, n_events, [GeneratorInput("Generator", generate)], config)
+    view = ev.views[0]
+    return view.results, {"reference": ev.floor.reference, "independent": ev.floor.independent,
+                          "generated": view.features}
 
 
 def evaluate_generators(
@@ -400,47 +665,44 @@ def evaluate_generators(
     config: EvalConfig,
     condition_angle: np.ndarray | None = None,
 ) -> Evaluation:
-    """Judge one or several generators against one Monte Carlo floor.
+    """``evaluate_stream_generators`` on Monte Carlo arrays in memory, each generator called once.
 
-    Every generator receives half B's energies and angles (and the same noise seed through its
-    ``generate``); each is compared with half A and judged against the same null. Generated
-    showers are reduced to features, projections and discriminator outputs, then dropped.
+    Each ``generate`` is called once with every half-B condition (a generator seeded per call
+    then draws one noise stream, not the same noise per batch); its showers are then served
+    batch by batch, and the first generator runs before any other work, so a generator of the
+    wrong shape fails early.
 
     Raises:
         ValueError: if the sample is too small, a generator returns the wrong shape, or two
             generators share a label.
     """
-    labels = [g.label for g in generators]
-    if not generators or len(set(labels)) != len(labels):
-        raise ValueError(f"generators need distinct labels, got {labels}")
-    _, b_idx = split_halves(_checked_size(energy), config.seed)  # the split monte_carlo_floor makes
-    energy = np.asarray(energy)
-    angle = np.asarray(theta if condition_angle is None else condition_angle)
-    expected = (b_idx.size, *np.shape(ecal_raw)[1:4])
-    # Generate the first sample before the noise floor: a generator of the wrong shape fails early.
-    first = _generate_checked(generators[0], energy[b_idx], angle[b_idx], expected, config.batch_size)
-    floor = monte_carlo_floor(ecal_raw, energy, theta, config, condition_angle)
-    a_idx, _ = split_halves(energy.size, config.seed)
-    b = floor.independent
-    sub_a = _subsample(a_idx.size, config.discriminator_events, config.seed)
-    sub_b = _subsample(b_idx.size, config.discriminator_events, config.seed + 1)
-    views = []
-    for i, gen in enumerate(generators):
-        generated = first if i == 0 else _generate_checked(gen, energy[b_idx], angle[b_idx], expected, config.batch_size)
-        feats = compute_features(generated, b.energy, b.theta, config.hit_threshold_gev, condition_angle=b.condition_angle)
-        view = GeneratorView(gen.label, feats, judge(floor, feats, config), projections=project(generated))
-        if gen.discriminator is not None and config.discriminator_events:
-            d = gen.discriminator
-            view.discriminator = {
-                "reference": d.outputs(ecal_raw[a_idx[sub_a]], floor.reference.energy[sub_a], config.batch_size),
-                "independent": d.outputs(ecal_raw[b_idx[sub_b]], b.energy[sub_b], config.batch_size),
-                "generated": d.outputs(generated[sub_b], b.energy[sub_b], config.batch_size),
-            }
-            view.discriminator_note = f"checkpoint {d.checkpoint.rsplit('/', 1)[-1]}, {sub_b.size} showers per sample"
-        del generated
-        first = None
-        views.append(view)
-    return Evaluation(floor, views)
+    n = _checked_size(energy)
+    _, b_idx = split_halves(n, config.seed)  # the split stream_samples makes
+    energy_b = np.asarray(energy)[b_idx]
+    angle_b = np.asarray(theta if condition_angle is None else condition_angle)[b_idx]
+    cells = tuple(np.shape(ecal_raw)[1:4])
+
+    def served(gen: GeneratorInput) -> GeneratorInput:
+        t0 = time.monotonic()
+        LOG.info("%s: generating %d showers (batch %d)", gen.label, b_idx.size, config.batch_size)
+        try:
+            generated = _checked_showers(gen.generate(energy_b, angle_b), b_idx.size, cells)
+        except ValueError as err:
+            if len(generators) == 1:
+                raise
+            raise ValueError(f"{gen.label}: {err}") from err
+        LOG.info("%s: generated %d showers in %.1f s", gen.label, b_idx.size, time.monotonic() - t0)
+        start = 0
+
+        def next_showers(e: np.ndarray, _angle: np.ndarray) -> np.ndarray:
+            nonlocal start
+            start += len(e)
+            return generated[start - len(e) : start]
+
+        return GeneratorInput(gen.label, next_showers, gen.discriminator)
+
+    inputs = [served(g) for g in generators]
+    return evaluate_stream_generators(array_batches(ecal_raw, energy, theta, condition_angle), n, inputs, config)
 
 
 def evaluate_arrays(
@@ -457,7 +719,8 @@ def evaluate_arrays(
         ecal_raw: Monte Carlo showers in raw units, (n, X, Y, Z).
         energy: Primary energies, GeV, (n,).
         theta: Generated angles, radians, (n,): used for the angle bins.
-        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers`` for half B's conditions.
+        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers``, called once with all
+            of half B's conditions.
         config: Evaluation settings.
         condition_angle: The angle the generator is conditioned on (e.g. the measured ``mtheta``
             when it was trained on it); defaults to ``theta``.
@@ -503,6 +766,41 @@ def generator_labels(paths: Sequence[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- I/O
+def hdf5_batches(paths: Sequence[str], angle_key: str = "mtheta", batch: int = STREAM_BATCH) -> Iterator[ShowerBatch]:
+    """Monte Carlo or published 3DGAN HDF5 files (raw units) as ShowerBatch-es, file after file.
+
+    Read with data_prep.h5layout (either layout), ``batch`` events at a time; ``angle_key``
+    ("mtheta" or "theta") names the angle a generator is conditioned on.
+    """
+    from data_prep.h5layout import inspect_file, read_events
+
+    if angle_key not in ("mtheta", "theta"):
+        raise ValueError(f"angle_key must be 'mtheta' or 'theta', got {angle_key!r}")
+    for path in paths:
+        n = inspect_file(path).n_events
+        for start in range(0, n, batch):
+            block = read_events(path, start, min(n, start + batch))
+            yield ShowerBatch(block.ecal, block.energy, block.theta, getattr(block, angle_key))
+
+
+def dataset_batches(manifest_uri: str, split: str, power: float, angle_key: str) -> Iterator[ShowerBatch]:
+    """A converted split as ShowerBatch-es of ``STREAM_BATCH`` events, in file order, power transform undone.
+
+    Decoded as training decodes it (data_prep.dataset.make_dataset), without shuffling or
+    repetition; only a few batches are in memory at a time.
+    """
+    from data_prep.dataset import make_dataset
+
+    ds = make_dataset(manifest_uri, split, global_batch_size=STREAM_BATCH, shuffle=False, repeat=False,
+                      deterministic=True, drop_remainder=False)
+    inverse = np.float32(1.0 / power)
+    for batch in ds:
+        ecal = np.clip(np.asarray(batch["ecal"].numpy(), dtype=np.float32), 0.0, None)
+        np.power(ecal, inverse, out=ecal)
+        energy = batch["energy"].numpy()
+        yield ShowerBatch(ecal, energy, batch["theta"].numpy(), batch[angle_key].numpy())
+
+
 def _json_safe(value: Any) -> Any:
     """Recursively convert numpy types to Python and non-finite floats to None (strict JSON)."""
     if isinstance(value, dict):
@@ -653,6 +951,22 @@ def _snapshot_selection(metrics: dict, label: str) -> Any:
     return metrics.get("snapshot_selection")
 
 
+def generator_function(bundle: Any, seed: int, batch_size: int) -> GenerateFn:
+    """``generate(energy, angle)`` of an exported generator, called batch after batch on one noise stream.
+
+    ``GeneratorBundle.generate`` draws event i's noise as row i of ``np.random.default_rng(seed)``,
+    and ``default_rng`` returns a Generator it is given unchanged: passing the same Generator to
+    successive calls continues one stream, so each event gets the noise row one call for all
+    events would give it (the showers then agree with one call's to float32 rounding).
+    """
+    noise = np.random.default_rng(seed)
+
+    def generate(energy: np.ndarray, angle: np.ndarray) -> np.ndarray:
+        return bundle.generate(energy, angle, seed=noise, batch_size=batch_size)
+
+    return generate
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate one or several exported generators against the Monte Carlo test split and publish the report.
 
@@ -668,7 +982,8 @@ def evaluate(config: EvalConfig) -> dict:
         ValueError: on a bad manifest, too few test events, generators that do not fit the
             dataset or each other, or a generator of the wrong shape.
     """
-    from data_prep.dataset import load_split_numpy, read_manifest
+    from data_prep.dataset import read_manifest
+    from data_prep.records import OUTPUT_KEYS
     from eval.discriminator_view import load_discriminator
     from eval.training_log import read_training_log, snapshot_table
     from trainer.export import load_generator
@@ -676,16 +991,10 @@ def evaluate(config: EvalConfig) -> dict:
     started = time.monotonic()
     manifest = read_manifest(config.data)
     power = _manifest_power(manifest)
-    max_events = config.max_events if config.max_events > 0 else None
-    data = load_split_numpy(config.data, config.split, max_events)
-    for key in ("ecal", "energy", "theta"):
-        if key not in data:
-            raise ValueError(f"{config.data}: split {config.split!r} has no {key!r} array")
-    # In place: the test split can hold several GB of cells, so no second copy is made.
-    ecal_raw = np.ascontiguousarray(data.pop("ecal"), dtype=np.float32)
-    np.clip(ecal_raw, 0.0, None, out=ecal_raw)
-    np.power(ecal_raw, np.float32(1.0 / power), out=ecal_raw)
-    LOG.info("loaded %d Monte Carlo events from %s (power %.3g undone)", ecal_raw.shape[0], config.data, power)
+    available = int(manifest.counts.get(config.split, 0))
+    n_events = min(available, config.max_events) if config.max_events > 0 else available
+    _checked_count(n_events)
+    cells = tuple(int(d) for d in manifest.image_shape)
     dirs = config.generator_dirs()
     labels = generator_labels(dirs)
     bundles = [load_generator(d) for d in dirs]
@@ -696,25 +1005,22 @@ def evaluate(config: EvalConfig) -> dict:
         raise ValueError("generators " + ", ".join(f"{d} ({k})" for d, k in zip(dirs, angle_keys))
                          + " are conditioned on different angles; evaluate them separately")
     angle_key = angle_keys[0]
-    if angle_key not in data:
+    if angle_key not in OUTPUT_KEYS or angle_key == "ecal":
         raise ValueError(f"generator is conditioned on {angle_key!r}, which the dataset {config.data} lacks")
     for d, bundle in zip(dirs, bundles):
-        image_shape = tuple(int(v) for v in bundle.config.get("image_shape", ecal_raw.shape[1:4]))
-        if image_shape != tuple(ecal_raw.shape[1:4]):
-            raise ValueError(
-                f"generator {d} makes {image_shape} images but dataset {config.data} holds {tuple(ecal_raw.shape[1:4])}"
-            )
-
-    def generate_with(bundle):
-        return lambda energy, angle: bundle.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
-
+        image_shape = tuple(int(v) for v in bundle.config.get("image_shape", cells))
+        if image_shape != cells:
+            raise ValueError(f"generator {d} makes {image_shape} images but dataset {config.data} holds {cells}")
     inputs, notes = [], {}
     for d, label, bundle in zip(dirs, labels, bundles):
         probe, reason = load_discriminator(d) if config.discriminator_events else (None, "discriminator_events is 0")
         notes[label] = reason
-        inputs.append(GeneratorInput(label, generate_with(bundle), probe))
-    ev = evaluate_generators(ecal_raw, np.asarray(data["energy"]), np.asarray(data["theta"]), inputs, config,
-                             condition_angle=np.asarray(data[angle_key]))
+        # Every generator draws the same noise stream (config.seed), continued from batch to batch.
+        inputs.append(GeneratorInput(label, generator_function(bundle, config.seed, config.batch_size), probe))
+    LOG.info("evaluating %d Monte Carlo events of %s in batches of %d (power %.3g undone), %d generator(s)",
+             n_events, config.data, STREAM_BATCH, power, len(inputs))
+    ev = evaluate_stream_generators(dataset_batches(config.data, config.split, power, angle_key), n_events, inputs,
+                                    config)
     for d, view in zip(dirs, ev.views):
         view.source = d
         if view.discriminator is None:

@@ -177,7 +177,7 @@ def compare_energy_bin(reference: ShowerFeatures, candidate: ShowerFeatures) -> 
     res_cand = _nansd(candidate.sampling_fraction) / sf_cand if sf_cand else float("nan")
     shapes, shape_err, profile_err_3dgan = {}, {}, {}
     for ax in AXES:
-        r, c = reference.shape(ax).mean(axis=0), candidate.shape(ax).mean(axis=0)
+        r, c = reference.shape(ax).mean(axis=0, dtype=np.float64), candidate.shape(ax).mean(axis=0, dtype=np.float64)
         shapes[ax] = {"reference": r.tolist(), "candidate": c.tolist()}
         shape_err[ax] = profile_relative_error(c, r)
         profile_err_3dgan[ax] = profile_relative_error_3dgan(c, r)

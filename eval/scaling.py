@@ -12,6 +12,7 @@ epoch's step count is rounded (full batches only) or the dataset differs.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -110,13 +111,25 @@ def _read_price_file(path: str) -> dict[str, Price]:
     return out
 
 
+#: The scaling sweep's name for the cpu profile split into N logical devices (pipelines.sweep).
+SPLIT_CPU = re.compile(r"^cpu-x(\d+)$")
+
+
+def price_of(profile: str, prices: Mapping[str, Price]) -> Price | None:
+    """The profile's price; `cpu-xN` (the sweep's cpu machine split into N logical CPU devices)
+    bills as `cpu`: the same machine for the same hours."""
+    if profile in prices:
+        return prices[profile]
+    return prices.get("cpu") if SPLIT_CPU.match(profile) else None
+
+
 def run_cost(seconds_per_epoch: float | None, profile: str | None, prices: Mapping[str, Price]) -> dict[str, Any]:
     """Cost per epoch of a run on a named profile, or why there is none."""
     if seconds_per_epoch is None:
         return {"usd_per_epoch": None, "why": "no epoch time"}
     if not profile:
         return {"usd_per_epoch": None, "why": "the run records no hardware profile"}
-    price = prices.get(profile)
+    price = price_of(profile, prices)
     if price is None:
         return {"usd_per_epoch": None, "why": f"profile {profile!r} is not in the price table (give --prices F.yaml)"}
     return {"usd_per_epoch": cost_per_epoch(seconds_per_epoch, price.devices, price.usd_per_device_hour),

@@ -5,9 +5,10 @@ metric between independent Monte Carlo samples of the same size (the *null*): it
 standard deviation come from Monte Carlo replicas (eval/null_model.py) or, for the classifier
 AUC, from the Mann-Whitney formula. A check passes when
 
-    value <= null_mean + k_sigma * null_sd + margin
+    value <= floor_factor * null_mean + k_sigma * null_sd + margin
 
-so every threshold shrinks as the sample grows. The rules live in a versioned YAML file shipped
+so every threshold shrinks as the sample grows (floor_factor is 1 unless a file asks for a multiple
+of the floor, as a looser "within N times the noise floor" recipe check does). The rules live in a versioned YAML file shipped
 with the package (eval/thresholds/default.yaml); ``EvalConfig.thresholds`` names another file.
 """
 
@@ -24,10 +25,12 @@ import yaml
 from eval.classifier import auc_null_sd
 
 PACKAGED_THRESHOLDS = "thresholds/default.yaml"
+#: A thresholds path starting with this names a file shipped in the eval package.
+PACKAGE_PREFIX = "package:eval/"
 NULL_KINDS = ("replicas", "auc", "none")
 THRESHOLDS_VERSION = 1
 _TOP_KEYS = {"version", "replicas", "k_sigma", "checks"}
-_CHECK_KEYS = {"null_model", "k_sigma", "margin"}
+_CHECK_KEYS = {"null_model", "k_sigma", "margin", "floor_factor"}
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,15 @@ class CheckRule:
         null: Where the null mean and spread come from: "replicas", "auc" or "none".
         k_sigma: Multiple of the null standard deviation allowed above the null mean.
         margin: Absolute allowance added to the threshold (0: purely statistical).
+        floor_factor: Multiple of the null mean in the threshold (1: as good as Monte Carlo; 3:
+            "within three times the noise floor").
     """
 
     metric: str
     null: str
     k_sigma: float
     margin: float = 0.0
+    floor_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -111,20 +117,30 @@ def parse_thresholds(text: str, source: str) -> Thresholds:
                 null=null,
                 k_sigma=_number(source, f"checks.{metric}.k_sigma", rule.get("k_sigma", k_default)),
                 margin=_number(source, f"checks.{metric}.margin", rule.get("margin", 0.0)),
+                floor_factor=_number(source, f"checks.{metric}.floor_factor", rule.get("floor_factor", 1.0)),
             )
         )
     return Thresholds(source=source, version=THRESHOLDS_VERSION, replicas=replicas, checks=tuple(rules))
 
 
 def load_thresholds(path: str = "") -> Thresholds:
-    """The rules of ``path`` (local or gs://), or of the packaged default when ``path`` is empty.
+    """The rules of ``path``: local or gs://, ``package:eval/thresholds/NAME.yaml`` for a file shipped
+    with caloforge, or the packaged default when ``path`` is empty.
 
     Raises:
         ValueError: if the file is missing or invalid (the message names the file).
     """
     if not path:
-        text = resources.files("eval").joinpath(PACKAGED_THRESHOLDS).read_text(encoding="utf-8")
-        return parse_thresholds(text, f"package:eval/{PACKAGED_THRESHOLDS}")
+        path = f"{PACKAGE_PREFIX}{PACKAGED_THRESHOLDS}"
+    if path.startswith(PACKAGE_PREFIX):
+        # Files shipped with caloforge: usable from any working directory and any container.
+        name = path[len(PACKAGE_PREFIX):]
+        shipped = resources.files("eval").joinpath(name)
+        if not name.startswith("thresholds/") or not name.endswith(".yaml") or not shipped.is_file():
+            known = sorted(f"{PACKAGE_PREFIX}thresholds/{f.name}" for f in resources.files("eval").joinpath("thresholds").iterdir()
+                           if f.name.endswith(".yaml"))
+            raise ValueError(f"thresholds {path} is not shipped with caloforge; known: {', '.join(known)}")
+        return parse_thresholds(shipped.read_text(encoding="utf-8"), path)
     from data_prep import uri
 
     if not uri.exists(path):
@@ -159,6 +175,10 @@ def _null_of(rule: CheckRule, generated: dict, null: dict) -> tuple[float, float
             f"Monte Carlo vs Monte Carlo over {int(stats.get('n', 0))} samples")
 
 
+def _times(factor: float) -> str:
+    return "" if factor == 1.0 else f"{factor:g} x "
+
+
 def verdict(generated: dict, noise_floor: dict, null: dict, thresholds: Thresholds) -> dict:
     """Pass/fail of every check whose metric the evaluation produced.
 
@@ -180,7 +200,7 @@ def verdict(generated: dict, noise_floor: dict, null: dict, thresholds: Threshol
             continue
         value = float(generated[rule.metric])
         mean, sd, origin = _null_of(rule, generated, null)
-        threshold = mean + rule.k_sigma * sd + rule.margin
+        threshold = rule.floor_factor * mean + rule.k_sigma * sd + rule.margin
         passed = bool(np.isfinite(value) and np.isfinite(threshold) and value <= threshold)
         checks.append({
             "name": rule.metric,
@@ -190,7 +210,7 @@ def verdict(generated: dict, noise_floor: dict, null: dict, thresholds: Threshol
             "null_sd": sd,
             "threshold": threshold,
             "passed": passed,
-            "rule": f"value <= null mean + {rule.k_sigma:g} x null sd + {rule.margin:g} ({origin})",
+            "rule": f"value <= {_times(rule.floor_factor)}null mean + {rule.k_sigma:g} x null sd + {rule.margin:g} ({origin})",
         })
     failed = [c["name"] for c in checks if not c["passed"]]
     return {

@@ -27,6 +27,8 @@ STAGE_COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("trainer.cli", "main", "train 3DGAN from a converted dataset"),
     "evaluate": ("eval.evaluate", "main", "validate a trained generator against Monte Carlo"),
     "benchmark": ("eval.benchmark", "main", "collect training throughput into benchmark.json"),
+    "simulate": ("eval.simulate", "main",
+                 "fast simulation: write a trained generator's showers as a 3DGAN HDF5 file, with showers/s"),
 }
 
 
@@ -108,6 +110,46 @@ def _configure_console(verbose: bool) -> None:
     configure_console(verbose)
 
 
+PIPELINES = ("main", "sweep")
+DEFAULT_OUTPUTS = {"main": ("caloforge_pipeline.yaml", "runs/latest"), "sweep": ("caloforge_sweep.yaml", "runs/sweep")}
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", default="main", choices=PIPELINES,
+                        help="main: the DAG (generate, convert, train, validate, benchmark); sweep: the scaling sweep "
+                             "caloforge-3dgan-sweep, one configuration trained on each of --sweep's points")
+    parser.add_argument("--sweep", default=None, metavar="LIST",
+                        help="the sweep's points, comma separated: hardware profiles (`caloforge hardware list`) "
+                             "and replica counts N (the cpu profile split into N logical CPU devices); "
+                             "default 1,2 (--pipeline sweep)")
+    parser.add_argument("--prices", default=None, metavar="F.yaml",
+                        help="price table of the sweep's cost column `profiles: {NAME: {usd_per_device_hour: X, "
+                             "devices: N}}` over the packaged defaults (--pipeline sweep)")
+
+
+def _check_pipeline_flags(args: argparse.Namespace) -> None:
+    """--sweep and --prices belong to the sweep; --hardware to the main DAG."""
+    if args.pipeline != "sweep":
+        given = [f for f, v in (("--sweep", args.sweep), ("--prices", args.prices)) if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: only for the sweep; add --pipeline sweep")
+    elif getattr(args, "hardware", None) or any(
+            getattr(args, k, d) != d for k, d in DEPRECATED_HARDWARE_FLAGS.items()):
+        raise ValueError("--hardware: a sweep trains on each of --sweep's points; list the profiles there "
+                         "(--sweep gpu-a100-1,gpu-a100-8)")
+
+
+def _sweep_plan(args: argparse.Namespace, target: str, cluster: bool):
+    """The sweep's points (--sweep over --hardware-file's and the built-in profiles), each with its
+    profile's training settings under the user's --params-file and --param."""
+    from pipelines.hardware_profiles import profile_defaults
+    from pipelines.sweep import DEFAULT_SWEEP, parse_sweep, plan_sweep
+
+    profiles = parse_sweep(args.sweep if args.sweep is not None else DEFAULT_SWEEP, getattr(args, "hardware_file", None))
+    return plan_sweep(profiles, target, lambda resolved: _params_from_args(args, cluster=cluster,
+                                                                           base=profile_defaults(resolved)))
+
+
 def _add_param_flags(parser: argparse.ArgumentParser, param_help: str) -> None:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=param_help)
     parser.add_argument("--params-file", default=None, metavar="F.json", help="JSON object of pipeline parameters (--param wins)")
@@ -186,8 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, help="print the version, git commit and key library versions")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML for one hardware profile and target")
-    p.add_argument("--output", default="caloforge_pipeline.yaml", metavar="F.yaml", help="YAML file to write")
+    p = sub.add_parser("compile", help="compile the DAG to a KFP v2 YAML for one hardware profile and target "
+                                      "(--pipeline sweep: the scaling sweep over --sweep's points)")
+    p.add_argument("--output", default=None, metavar="F.yaml",
+                   help="YAML file to write (default caloforge_pipeline.yaml, or caloforge_sweep.yaml for the sweep)")
+    _add_pipeline_flags(p)
     _add_hardware_flags(p)
     _add_param_flags(p, "default of a pipeline parameter in the YAML, over the profile's (repeatable)")
 
@@ -196,9 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware-file", default=None, metavar="F.yaml", help="also list this file's profiles")
     p.add_argument("--json", action="store_true", help="machine-readable JSON instead of a table")
 
-    p = sub.add_parser("run", help="run the whole DAG")
+    p = sub.add_parser("run", help="run the whole DAG (--pipeline sweep: the scaling sweep over --sweep's points)")
     p.add_argument("--local", action="store_true", required=True, help="run with kfp.local in this environment (the only mode; use `submit` for clusters)")
-    p.add_argument("--output-dir", default="runs/latest", metavar="D", help="run folder collecting every stage's outputs")
+    p.add_argument("--output-dir", default=None, metavar="D",
+                   help="run folder collecting every stage's outputs (default runs/latest, or runs/sweep for the sweep)")
+    _add_pipeline_flags(p)
     _add_param_flags(p, "override a pipeline parameter (repeatable)")
 
     p = sub.add_parser("submit", help="submit a compiled YAML to Vertex AI or Kubeflow; print the run's id and link")
@@ -293,6 +340,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _show_hardware(args.hardware_file, args.json)
     if args.command == "bench":
         return _bench_compare(args)
+    if args.command in ("compile", "run"):
+        _check_pipeline_flags(args)
+    if args.command == "compile" and args.pipeline == "sweep":
+        return _compile_sweep(args)
+    if args.command == "run" and args.pipeline == "sweep":
+        return _run_sweep(args)
     if args.command == "compile":
         from pipelines.hardware import check_params, resolve
         from pipelines.hardware_profiles import profile_defaults
@@ -303,7 +356,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         check_params(resolved, params.to_dict())
         from pipelines.compiler import compile_pipeline
 
-        path = compile_pipeline(args.output, image=args.image, hardware=hardware, target=args.target, defaults=params,
+        path = compile_pipeline(args.output or DEFAULT_OUTPUTS["main"][0], image=args.image, hardware=hardware, target=args.target, defaults=params,
                                 registry=args.registry)
         print(f"wrote {path} (hardware {hardware.name}, target {args.target})")
         return 0
@@ -311,13 +364,46 @@ def _dispatch(args: argparse.Namespace) -> int:
         params = _params_from_args(args, cluster=False)
         from pipelines.local_runner import run_local
 
-        summary = run_local(params, args.output_dir)
+        summary = run_local(params, args.output_dir or DEFAULT_OUTPUTS["main"][1])
         verdict = {True: "passed", False: "FAILED", None: "no verdict"}[summary.passed]
         print(f"run folder: {summary.run_dir}\nindex: {summary.run_dir}/index.html\nvalidation: {verdict}\nDAG time: {summary.seconds:.1f} s")
+        publication = summary.publication or {}
+        if publication.get("published"):
+            print(f"model published: {publication['destination']}")
+        elif publication:
+            print(f"model {publication.get('reason', 'not published')}")
         return 0
     if args.command == "submit":
         return _submit(args)
     raise ValueError(f"unknown command {args.command!r}")
+
+
+def _compile_sweep(args: argparse.Namespace) -> int:
+    """`caloforge compile --pipeline sweep`: the points checked for the target, then the YAML."""
+    from pipelines.sweep import compile_sweep, describe_points, read_prices
+
+    plan = _sweep_plan(args, args.target, cluster=True)
+    prices = read_prices(args.prices)
+    path = compile_sweep(args.output or DEFAULT_OUTPUTS["sweep"][0], plan, image=args.image, registry=args.registry,
+                         prices_yaml=prices)
+    print(f"wrote {path} (sweep of {len(plan.points)} points, target {args.target})\n{describe_points(plan)}")
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    """`caloforge run --local --pipeline sweep`: the points one after another, then the table."""
+    from eval.sweep import render_text
+    from pipelines.local_runner import run_local_sweep
+    from pipelines.sweep import describe_points, read_prices
+
+    plan = _sweep_plan(args, "vertex", cluster=False)
+    prices = read_prices(args.prices)
+    print(f"sweep of {len(plan.points)} points:\n{describe_points(plan)}", flush=True)
+    result = run_local_sweep(plan, args.output_dir or DEFAULT_OUTPUTS["sweep"][1], prices_yaml=prices)
+    print(render_text(result["rows"], result["notes"]))
+    print(f"sweep folder: {result['sweep_dir']}\nindex: {result['sweep_dir']}/index.html\n"
+          f"DAG time: {result['seconds']:.1f} s")
+    return 0
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -24,9 +24,12 @@ COMPILED_MARK = "caloforge-compiled:"
 DESCRIPTION_MARK = re.compile(re.escape(COMPILED_MARK) + r" (\{.*\})\s*$", re.S)
 
 
-def mark_text(target: str, version: str, hardware: Mapping[str, Any]) -> str:
-    """The description record of one compile."""
+def mark_text(target: str, version: str, hardware: Mapping[str, Any], sweep: list | None = None) -> str:
+    """The description record of one compile (a sweep records its points' profiles under `sweep`
+    and no single `hardware`: its training hardware is each point's)."""
     record = {"target": target, "version": version, "hardware": dict(hardware)}
+    if sweep is not None:
+        record["sweep"] = sweep
     return f"{COMPILED_MARK} {json.dumps(record, sort_keys=True)}"
 
 

@@ -29,6 +29,8 @@ from data_prep.montecarlo import MonteCarloConfig
 from data_prep.strict_fields import reject_unknown_keys
 from eval.benchmark import BenchmarkConfig
 from eval.evaluate import EvalConfig
+from eval.verdict import PACKAGE_PREFIX
+from eval.publish import PublishConfig
 from trainer.config import TrainConfig
 
 
@@ -53,7 +55,13 @@ STAGES: dict[str, tuple[type, str]] = {
     "train": (TrainConfig, "train_gan"),
     "evaluate": (EvalConfig, "evaluate_gan"),
     "benchmark": (BenchmarkConfig, "collect_benchmark"),
+    # Runs only when the evaluator's verdict is PASSED (the gate in pipelines/pipeline.py).
+    "publish": (PublishConfig, "publish_model"),
 }
+
+#: Component inputs the DAG fills from KFP's run-time placeholders rather than from a pipeline
+#: parameter (pipelines/pipeline.py): stage -> names, after the stage's pipeline parameters.
+RUN_INPUTS: dict[str, tuple[str, ...]] = {"publish": ("run_id",)}
 
 #: Config fields the DAG fills from artifacts, with stand-ins used to check the other values early.
 ARTIFACT_FIELDS: dict[str, dict[str, Any]] = {
@@ -62,6 +70,7 @@ ARTIFACT_FIELDS: dict[str, dict[str, Any]] = {
     "evaluate": {"data": "<tfrecords>/manifest.json", "generator_dir": "<model>/generator",
                  "output_dir": "<evaluation>"},
     "benchmark": {"train_dir": "<model>", "output_dir": "<benchmark>", "manifest": "<tfrecords>/manifest.json"},
+    "publish": {"model_dir": "<model>", "evaluation_dir": "<evaluation>", "run_id": "<run>"},
 }
 
 
@@ -125,15 +134,24 @@ PARAMETERS: tuple[Param, ...] = (
     Param("lr_scaling", "train", "lr_scaling"),
     # Not `strategy`: a Vertex AI custom job has its own `strategy` input (STANDARD/SPOT scheduling).
     Param("distribution_strategy", "train", "strategy"),
+    Param("cpu_logical_devices", "train", "cpu_logical_devices",
+          note="A cpu hardware profile with `count: N` sets it (the scaling sweep's replica counts)."),
     Param("precision", "train", "precision"),
     Param("jit_compile", "train", "jit_compile"),
     Param("train_seed", "train", "seed"),
     Param("eval_events", "evaluate", "max_events"),
     Param("eval_seed", "evaluate", "seed"),
+    Param("eval_thresholds", "evaluate", "thresholds",
+          note="On a cluster, a gs:// file (it is read by the evaluation step)."),
     Param("warmup_steps", "benchmark", "warmup_steps"),
     # A record of the compiled profile (create_pipeline sets its default; check_params refuses another).
     Param("hardware_profile", "benchmark", "hardware_profile",
           note="`caloforge compile --hardware` sets it; a run may not name another profile."),
+    Param("models_uri", "publish", "destination",
+          note="Published only when the physics verdict is PASSED; on a cluster a gs:// prefix."),
+    Param("model_name", "publish", "model_name"),
+    Param("register_vertex_model", "publish", "register_vertex_model",
+          note="Vertex AI Pipelines only (a gs:// models destination)."),
 )
 
 #: The embedded demo (`make run`, `caloforge run --local`): parameter -> (value, why it differs
@@ -151,6 +169,13 @@ EMBEDDED_DEMO: dict[str, tuple[Any, str]] = {
     "hardware_profile": ("cpu", "the demo runs on the cpu profile (kfp.local on this machine)"),
 }
 
+
+#: Parameters naming files or folders a step reads or writes itself: on a cluster, gs://.
+#: Name -> (what a cluster cannot do with this machine's files, what to give instead).
+CLUSTER_URIS: dict[str, tuple[str, str]] = {"input_uri": ("read", "folder"), "eval_thresholds": ("read", "file"),
+                                            "models_uri": ("write to", "prefix")}
+#: Parameters naming a file the step reads: a gs:// one is not read on this machine when checking.
+READ_BY_THE_STEP: tuple[str, ...] = ("eval_thresholds",)
 
 #: Parameters renamed: old name -> new name (a run or compile with the old name is told the new one).
 RENAMED: dict[str, str] = {"strategy": "distribution_strategy"}
@@ -212,7 +237,7 @@ class _PipelineParamsMethods:
         return type(self)(**values)
 
     def stage_configs(self) -> dict[str, Any]:
-        """The five stage configs these values give, artifact paths stood in (see ARTIFACT_FIELDS).
+        """The stage configs these values give, artifact paths stood in (see ARTIFACT_FIELDS).
 
         Raises:
             ValueError: naming the pipeline parameters a stage config rejects, and why.
@@ -221,6 +246,9 @@ class _PipelineParamsMethods:
         for stage, (cls, _) in STAGES.items():
             params = [p for p in PARAMETERS if p.stage == stage and p.sets_stage_config]
             values = {p.field: getattr(self, p.name) for p in params}
+            for param in params:  # a gs:// file is read by the step, not on this machine
+                if param.name in READ_BY_THE_STEP and uri_scheme(values[param.field]) == "gs":
+                    values[param.field] = ""
             try:
                 config = cls(**{**values, **ARTIFACT_FIELDS.get(stage, {})})
                 if callable(getattr(config, "validate", None)):
@@ -238,17 +266,28 @@ class _PipelineParamsMethods:
         """Checks every value before anything runs: stage ranges, paths, gs:// vs local.
 
         Args:
-            cluster: The DAG runs on a cluster (compile, submit): input_uri must be gs://, as a
-                cluster cannot read this machine's files. Otherwise a local input_uri must exist.
+            cluster: The DAG runs on a cluster (compile, submit): input_uri, eval_thresholds and
+                models_uri must be gs://, as a cluster cannot read or write this machine's files.
+                Otherwise a local input_uri must exist.
 
         Raises:
             ValueError: one line naming the parameter, its value and what is valid.
         """
+        for name, (verb, what) in CLUSTER_URIS.items():
+            value = getattr(self, name)
+            # A file shipped with caloforge (package:eval/...) is in every image too.
+            if cluster and value and uri_scheme(value) != "gs" and not value.startswith(PACKAGE_PREFIX):
+                raise ValueError(f"pipeline parameter {name}={value!r}: a cluster cannot {verb} this "
+                                 f"machine's files; give a gs:// {what}")
+        models_uri = getattr(self, "models_uri")
+        problem = check_path("output", models_uri, "pipeline parameter models_uri")
+        if problem:
+            raise ValueError(problem)
         self.stage_configs()
+        if getattr(self, "register_vertex_model") and not cluster and uri_scheme(models_uri) != "gs":
+            raise ValueError(f"pipeline parameter register_vertex_model=True needs a gs:// models_uri on a local "
+                             f"run (Vertex AI reads models from Cloud Storage), got models_uri={models_uri!r}")
         input_uri = getattr(self, "input_uri")
-        if cluster and input_uri and uri_scheme(input_uri) != "gs":
-            raise ValueError(f"pipeline parameter input_uri={input_uri!r}: a cluster cannot read this "
-                             "machine's files; give a gs:// folder")
         problem = check_path("input", input_uri, "pipeline parameter input_uri")
         if problem:
             raise ValueError(problem)

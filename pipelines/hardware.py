@@ -251,7 +251,9 @@ class HardwareProfile:
         name: The profile's name (caloforge hardware list).
         accelerator: cpu | gpu | tpu.
         count: GPUs per worker, or TPU chips in the slice; 0 = derived (1 GPU, or the
-            topology's chips).
+            topology's chips). On a cpu profile: logical CPU devices the machine's CPU is split
+            into, one replica each (0 or 1 = one; a plumbing test of several replicas, not a
+            speed-up: they share the same cores).
         gpu_type: GKE label such as nvidia-tesla-a100, or an alias (a100, l4, t4, h100).
         tpu_version: v3 | v4 | v5e | v5p.
         tpu_topology: Slice topology such as 2x2 or 2x2x1; '' = derived from count.
@@ -299,9 +301,9 @@ class HardwareProfile:
                              f"workers={self.workers} >= 1")
         if self.cpu < 0 or self.memory_gb < 0:
             raise ValueError(f"{where}: cpu={self.cpu} and memory_gb={self.memory_gb} must be >= 0")
-        if self.accelerator == "cpu" and self.count:
-            raise ValueError(f"{where}: accelerator=cpu takes no count (count={self.count}); "
-                             "size it with machine_type, cpu and memory_gb")
+        if self.accelerator == "cpu" and self.count > 1 and self.workers > 1:
+            raise ValueError(f"{where}: accelerator=cpu with count={self.count} logical CPU devices takes one "
+                             f"worker, not workers={self.workers}")
         if self.accelerator != "gpu" and self.gpu_type:
             raise ValueError(f"{where}: gpu_type={self.gpu_type!r} needs accelerator=gpu")
         if self.accelerator != "tpu" and (self.tpu_version or self.tpu_topology):
@@ -516,8 +518,9 @@ def _resolve_cpu(profile: HardwareProfile, target: str) -> ResolvedHardware:
     vertex = None
     if profile.workers > 1 or profile.spot:
         vertex = VertexPool(machine.name, "", 0, "", profile.workers)
-    return ResolvedHardware(profile, target, machine, profile.workers, profile.workers, "", 0, vertex, gke,
-                            training_settings(profile, replicas=profile.workers))
+    replicas = max(profile.count, 1) * profile.workers
+    return ResolvedHardware(profile, target, machine, profile.workers, replicas, "", 0, vertex, gke,
+                            training_settings(profile, replicas=replicas))
 
 
 def _resolve_gpu(profile: HardwareProfile, target: str) -> ResolvedHardware:
@@ -607,6 +610,7 @@ class BackendSettings:
     jit_compile: bool
     batch_size_per_replica: int
     replicas: int
+    cpu_logical_devices: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -619,12 +623,15 @@ ACCELERATOR_EPOCHS = 60
 def backend_settings(profile: HardwareProfile, replicas: int | None = None) -> BackendSettings:
     """Strategy, precision, XLA and per-replica batch for a profile (before its `training:`).
 
-    CPU: the default strategy (multi_worker with several workers), float32, no XLA (XLA's
-    Conv3D is many times slower on CPU), batch 64. GPU: one_device / mirrored / multi_worker
+    CPU: the default strategy (multi_worker with several workers; mirrored over the logical
+    devices of a CPU split by `count`), float32, no XLA (XLA's Conv3D is many times slower on
+    CPU, and XLA cannot run one step over several CPU devices), batch 64. GPU: one_device / mirrored / multi_worker
     (NCCL), mixed_float16 with loss scaling, XLA, 64 per replica as the published GPU runs.
     TPU: TPUStrategy, mixed_bfloat16, XLA, 128 per core as the published TPU runs.
     """
     if profile.accelerator == "cpu":
+        if profile.count > 1:
+            return BackendSettings("mirrored", "float32", False, 64, replicas or profile.count, profile.count)
         return BackendSettings("multi_worker" if profile.workers > 1 else "default", "float32", False, 64,
                                replicas or profile.workers)
     if profile.accelerator == "gpu":
@@ -648,8 +655,11 @@ def training_settings(profile: HardwareProfile, replicas: int) -> dict[str, tupl
     name = profile.name
     layer: dict[str, tuple[Any, str]] = {}
     settings = backend_settings(profile, replicas)
-    if profile.accelerator != "cpu" or profile.workers > 1:
+    if profile.accelerator != "cpu" or profile.workers > 1 or settings.cpu_logical_devices:
         layer["distribution_strategy"] = (settings.strategy, f"{name}: {replicas} replica(s)")
+    if settings.cpu_logical_devices:
+        layer["cpu_logical_devices"] = (settings.cpu_logical_devices,
+                                        f"{name}: the CPU split into {settings.cpu_logical_devices} logical devices")
     if profile.accelerator != "cpu":
         kind = profile.accelerator.upper()
         layer.update({
@@ -684,8 +694,8 @@ def check_params(resolved: ResolvedHardware, values: Mapping[str, Any]) -> None:
 
     Raises:
         ValueError: a strategy the hardware cannot run, a precision it lacks, a TPU
-            per-replica batch that is not a multiple of 8, or a hardware_profile record naming
-            another profile.
+            per-replica batch that is not a multiple of 8, a CPU split the profile does not make,
+            or a hardware_profile record naming another profile.
     """
     profile = resolved.profile
     where = f"hardware profile {profile.name!r}"
@@ -705,12 +715,22 @@ def check_params(resolved: ResolvedHardware, values: Mapping[str, Any]) -> None:
         allowed |= {"multi_worker"}
     elif profile.accelerator == "gpu":
         allowed |= {"one_device", "default"} | ({"mirrored"} if resolved.replicas > 1 else set())
+    elif resolved.replicas > 1:  # a CPU split into logical devices
+        allowed |= {"mirrored"}
     else:
         allowed |= {"default", "one_device"}
     if strategy not in allowed:
         raise ValueError(f"pipeline parameter distribution_strategy={strategy!r} cannot run on {where} "
                          f"({resolved.replicas} replica(s) on {resolved.workers} worker(s)); use one of "
                          f"{', '.join(sorted(allowed))}")
+    devices = values.get("cpu_logical_devices", 0)
+    split = profile.count if profile.accelerator == "cpu" and profile.count > 1 else 0
+    if max(devices, 1) != max(split, 1):
+        what = (f"its CPU is split into {split} logical devices" if split else
+                "only a cpu profile with count > 1 splits its CPU" if profile.accelerator != "cpu" else
+                "its CPU is one device")
+        raise ValueError(f"pipeline parameter cpu_logical_devices={devices} on {where}: {what}; give "
+                         f"{split} or leave it out (a cpu profile with `count: N` splits it into N)")
     if tpu and precision == "mixed_float16":
         raise ValueError(f"pipeline parameter precision='mixed_float16' on {where}: TPUs compute in bfloat16; "
                          "use mixed_bfloat16 or float32")

@@ -1,4 +1,4 @@
-"""The caloforge DAG: one `create_pipeline()` factory wiring the five components."""
+"""The caloforge DAG: one `create_pipeline()` factory wiring the five stages and the publish gate."""
 
 import dataclasses
 import inspect
@@ -9,8 +9,9 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import build_components
+from components.stages import PASSED
 from pipelines.compiled import TARGET_PARAMETER, mark_text
-from pipelines.config import EMBEDDED_DEMO, PipelineParams, component_parameters
+from pipelines.config import EMBEDDED_DEMO, RUN_INPUTS, PipelineParams, component_parameters
 from pipelines.images import DEFAULT_REGISTRY, IMAGE_ENV, image_for, stage_images
 from pipelines.training_step import add_training_step
 from pipelines.version import VERSION
@@ -27,7 +28,12 @@ def default_image() -> str:
 
 def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "vertex",
                     defaults: Optional[PipelineParams] = None, registry: Optional[str] = None) -> Callable:
-    """Builds the DAG generate -> convert -> train -> evaluate -> benchmark.
+    """Builds the DAG generate -> convert -> train -> evaluate -> benchmark, and the gate.
+
+    The gate (TFX's Evaluator blessing before its Pusher): when the evaluator's verdict is
+    PASSED, `publish_model` copies the generator, its config, metrics and report to the
+    `models_uri` destination; otherwise `skip_publish` records why not. Either way the run
+    succeeds, and its `publication` output (JSON) says where the model went or why it did not.
 
     Hardware is a compile-time choice (a KFP accelerator request cannot follow a run-time
     parameter on every backend), so each hardware profile compiles to its own YAML.
@@ -74,6 +80,7 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
         benchmark: Artifact
         eval_metrics: Metrics
         benchmark_metrics: Metrics
+        publication: str
 
     def caloforge_pipeline(*values) -> Outputs:
         # KFP calls this once, at compile time, with one placeholder per parameter, in order
@@ -92,6 +99,8 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
         evaluated = comps.evaluate_gan(
             tfrecords=converted.outputs["tfrecords"], model=trained.outputs["model"], **inputs("evaluate")
         ).set_display_name("validate physics")
+        publication = add_publish_gate(comps, trained.outputs["model"], evaluated.outputs["evaluation"],
+                                       evaluated.outputs["verdict"], inputs("publish"))
         bench = comps.collect_benchmark(
             tfrecords=converted.outputs["tfrecords"], model=trained.outputs["model"], **inputs("benchmark")
         ).set_display_name("collect benchmark")
@@ -104,6 +113,7 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
             benchmark=bench.outputs["benchmark"],
             eval_metrics=evaluated.outputs["metrics"],
             benchmark_metrics=bench.outputs["metrics"],
+            publication=publication,
         )
 
     # The signature KFP reads (names, types, defaults) and the docstring it takes each
@@ -127,6 +137,29 @@ def create_pipeline(image: Optional[str] = None, hardware=None, target: str = "v
         description=f"{DESCRIPTION} {mark_text(target, VERSION, profile.to_dict())}",
     )(caloforge_pipeline)
 
+
+
+def add_publish_gate(comps, model, evaluation, verdict, publish_inputs: dict):
+    """The gate: publish the model when the verdict is PASSED, else record why not.
+
+    As TFX's Evaluator blesses a model before its Pusher pushes it: `publish_model` runs inside
+    `dsl.If(verdict == "PASSED")`, `skip_publish` in its `dsl.Else`; neither fails the run on a
+    FAILED verdict. Returns the `dsl.OneOf` of their JSON summaries (the DAG's `publication`).
+
+    Args:
+        comps: components.StageComponents.
+        model, evaluation, verdict: the trainer's Model, the evaluator's folder and its verdict.
+        publish_inputs: the publish stage's pipeline parameters (models_uri, model_name, ...).
+    """
+    with dsl.If(verdict == PASSED, name="physics-verdict-passed"):
+        runtime = {"run_id": dsl.PIPELINE_JOB_NAME_PLACEHOLDER}
+        published = comps.publish_model(
+            model=model, evaluation=evaluation, **publish_inputs,
+            **{name: runtime[name] for name in RUN_INPUTS["publish"]},
+        ).set_display_name("publish blessed model")
+    with dsl.Else(name="physics-verdict-failed"):
+        skipped = comps.skip_publish(evaluation=evaluation, verdict=verdict).set_display_name("not published")
+    return dsl.OneOf(published.outputs["Output"], skipped.outputs["Output"])
 
 
 #: The module-level pipeline `kfp dsl compile --py pipelines/pipeline.py` finds: the default image

@@ -25,6 +25,8 @@ class RunSummary:
         seconds: wall time of the DAG.
         passed: the evaluator's verdict, or None when the evaluator wrote none.
         metrics: headline figures shown on the index page.
+        publication: the gate's record: `{"published": True, "name", "destination", ...}` or
+            `{"published": False, "reason"}`; None when the DAG had no gate.
     """
 
     run_dir: str
@@ -33,6 +35,11 @@ class RunSummary:
     seconds: float
     passed: bool | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    publication: dict[str, Any] | None = None
+
+
+#: Where a model published into the run's own artifact (models_uri empty) is moved.
+MODELS_FOLDER = "models"
 
 
 def _move_artifact(src: str, dst: str) -> None:
@@ -73,6 +80,7 @@ def collect_run(
     run_dir: str,
     parameters: dict[str, Any],
     seconds: float,
+    publication: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Moves each stage's artifact into run_dir/<stage>/ and writes index.html and run.json last.
 
@@ -81,6 +89,8 @@ def collect_run(
         run_dir: destination run folder (created; existing stage folders are replaced).
         parameters: pipeline parameters, recorded for reproducibility.
         seconds: wall time of the DAG run.
+        publication: the DAG's `publication` output (eval.publish.publication_summary). A model
+            published into the step's own artifact (models_uri empty) is moved to run_dir/models/.
 
     Returns:
         The RunSummary also written to run.json.
@@ -100,6 +110,14 @@ def collect_run(
             shutil.rmtree(dst)
         _move_artifact(artifact_paths[stage], dst)
         stages[stage] = stage
+    publication = dict(publication) if publication else None
+    if publication and publication.get("published") and publication.get("in_artifact"):
+        dst = os.path.join(run_dir, MODELS_FOLDER)
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        _move_artifact(publication["artifact"], dst)
+        stages[MODELS_FOLDER] = MODELS_FOLDER
+        publication["destination"] = os.path.join(os.path.abspath(run_dir), MODELS_FOLDER, publication["name"])
 
     metrics_path = _find(os.path.join(run_dir, "evaluation"), "metrics.json") if "evaluation" in stages else None
     metrics = _read_json(metrics_path) if metrics_path else {}
@@ -114,6 +132,7 @@ def collect_run(
         seconds=round(seconds, 2),
         passed=verdict.get("passed") if isinstance(verdict, dict) else None,
         metrics=headline,
+        publication=publication,
     )
     links = {
         "report": _rel(run_dir, _find(os.path.join(run_dir, "evaluation"), "report.html")) if "evaluation" in stages else None,
@@ -200,12 +219,14 @@ def render_index(summary: RunSummary, links: dict[str, str | None], bench: dict[
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in sorted(summary.parameters.items())
     )
     created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    model_line = publication_line(summary.publication, summary.run_dir)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>caloforge run</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:2px 8px}}
 th{{text-align:left;padding:2px 8px}}.PASSED{{color:#070}}.FAILED{{color:#b00}}</style></head>
 <body><h1>caloforge run</h1>
 <p>Physics validation: <b class="{verdict.replace(' ', '_')}">{verdict}</b> &middot; DAG wall time {summary.seconds:.1f} s &middot; {created}</p>
+{model_line}
 <h2>Outputs</h2><ul>{rows_links}</ul>
 <h2>Stage folders</h2><ul>{rows_stages}</ul>
 <h2>Headline figures</h2><table>{rows_metrics}</table>
@@ -213,6 +234,25 @@ th{{text-align:left;padding:2px 8px}}.PASSED{{color:#070}}.FAILED{{color:#b00}}<
 <h2>Parameters</h2><table>{rows_params}</table>
 </body></html>
 """
+
+
+def publication_line(publication: dict[str, Any] | None, run_dir: str) -> str:
+    """The index page's line on the gate: where the model was published, or why it was not."""
+    if not publication:
+        return ""
+    if not publication.get("published"):
+        reason = str(publication.get("reason") or "not published")
+        return f'<p id="publication">Model: <b class="FAILED">{html.escape(reason)}</b></p>'
+    destination = str(publication.get("destination", ""))
+    shown = html.escape(destination)
+    inside = os.path.abspath(destination).startswith(os.path.abspath(run_dir) + os.sep) if "://" not in destination else False
+    if inside:
+        rel = os.path.relpath(destination, run_dir)
+        shown = f'<a href="{html.escape(rel)}/">{html.escape(rel)}/</a>'
+    vertex = publication.get("vertex_model") or {}
+    extra = f" and registered in Vertex AI as {html.escape(str(vertex.get('resource_name')))}" if vertex else ""
+    return (f'<p id="publication">Model: <b class="PASSED">published</b> to {shown}{extra} '
+            f'(publication.json: provenance, sha256 of every file)</p>')
 
 
 def _fmt(value: Any) -> str:

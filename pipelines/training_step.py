@@ -15,6 +15,7 @@ Every path gets the profile's retry policy: a retried step resumes from its chec
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -115,3 +116,128 @@ def jobset_request(resolved: ResolvedHardware, image: str) -> Any:
                          memory=gke.memory, node_selector=dict(gke.node_selector),
                          tolerations=[dict(t) for t in gke.tolerations],
                          tpu=resolved.profile.accelerator == "tpu", max_restarts=resolved.profile.retries)
+
+
+class SweepTraining:
+    """The scaling sweep's training step: one task in the ParallelFor, its hardware from the point.
+
+    Each point's resources are compiled into its loop item (pipelines.sweep) and handed to the
+    task from there; a value every point shares is set as a constant. Per backend:
+
+    - Vertex AI, any point with accelerators or several workers: every point is a custom job
+      whose worker pools (machine, accelerators, replica count, TPU topology and the image of
+      its accelerator) come from the item; scheduling (SPOT) and labels too.
+    - Kubeflow: one pod per point, all of one kind (one image and one accelerator resource
+      name; `nvidia.com/gpu` or `google.com/tpu` counts, CPU, memory, node selectors and
+      tolerations from the item). Points needing several pods (a JobSet) are refused.
+    - Otherwise (the cpu points on Vertex AI or kfp.local): plain tasks with CPU and memory limits.
+
+    The retry policy is the most any point's profile asks for.
+    """
+
+    def __init__(self, plan: Any, image: str | None, registry: str | None):
+        from pipelines.images import stage_images
+
+        self.points = plan.points
+        self.target = plan.target
+        kinds = sorted({p.resolved.profile.accelerator for p in self.points})
+        if self.target == "vertex":
+            self.mode = "custom_job" if any(p.resolved.vertex is not None for p in self.points) else "task"
+        else:
+            multi = [p.name for p in self.points if p.resolved.multi_node]
+            if multi:
+                raise ValueError(f"--sweep on kubeflow: {', '.join(multi)} need{'s' if len(multi) == 1 else ''} "
+                                 "several pods started together (a "
+                                 "JobSet), and a sweep runs each point as one pod there; compile such a profile as "
+                                 "its own DAG, or sweep it with --target vertex")
+            if len(kinds) > 1:
+                raise ValueError(f"--sweep on kubeflow: points of {' and '.join(kinds)} together; the sweep's pods "
+                                 "share one image and one accelerator resource there: sweep each kind apart, or "
+                                 "use --target vertex")
+            self.mode = "pod"
+        self.images = {kind: stage_images(kind, image, registry).train for kind in kinds}
+        self.retries = max(p.resolved.profile.retries for p in self.points)
+        self._resources = [self._resources_of(p) for p in self.points]
+
+    # -- compile time: each point's item fields ------------------------------------------------
+
+    def _resources_of(self, point: Any) -> dict[str, Any]:
+        resolved = point.resolved
+        gke = resolved.gke
+        if self.mode == "custom_job":
+            return {"worker_pool_specs": self._pools(point),
+                    "scheduling": "SPOT" if resolved.profile.spot else "STANDARD",
+                    "restart_job_on_worker_restart": resolved.profile.restart_job_on_worker_restart,
+                    "labels": vertex_labels(resolved)}
+        out: dict[str, Any] = {"cpu": gke.cpu, "memory": gke.memory}
+        if self.mode == "pod":
+            out.update({"accelerator_count": gke.per_pod, "node_selector": dict(gke.node_selector),
+                        "tolerations": [dict(t) for t in gke.tolerations]})
+        return out
+
+    def _pools(self, point: Any) -> list[dict]:
+        from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
+
+        from components import stages
+        from pipelines.hardware import VertexPool
+
+        resolved = point.resolved
+        pool = resolved.vertex or VertexPool(resolved.machine.name, "", 0, "", resolved.workers)
+        component = dsl.component(base_image=self.images[resolved.profile.accelerator],
+                                  install_kfp_package=False)(stages.train_gan)
+        op = create_custom_training_job_from_component(
+            component, display_name=CUSTOM_JOB_DISPLAY_NAME, replica_count=pool.replica_count,
+            machine_type=pool.machine_type, accelerator_type=pool.accelerator_type,
+            accelerator_count=pool.accelerator_count)
+        return worker_pool_specs(op.component_spec.inputs["worker_pool_specs"].default,
+                                 dataclasses.replace(resolved, vertex=pool))
+
+    def item_resources(self, point: Any) -> dict[str, Any]:
+        return self._resources[self.points.index(point)]
+
+    def _value(self, key: str, item: Any) -> Any:
+        """The constant every point shares, else the loop item's field."""
+        values = [r[key] for r in self._resources]
+        return values[0] if all(v == values[0] for v in values) else getattr(item, key)
+
+    # -- the task ------------------------------------------------------------------------------
+
+    def add(self, comps: Any, tfrecords: Any, inputs: dict[str, Any], item: Any) -> dsl.PipelineTask:
+        """Adds the training task of the loop item `item` to the pipeline being defined."""
+        if self.mode == "custom_job":
+            from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
+
+            op = create_custom_training_job_from_component(comps.train_gan, display_name=CUSTOM_JOB_DISPLAY_NAME)
+            task = op(tfrecords=tfrecords, **inputs, worker_pool_specs=item.worker_pool_specs,
+                      strategy=item.scheduling, restart_job_on_worker_restart=item.restart_job_on_worker_restart,
+                      labels=item.labels)
+        else:
+            from components import stages
+
+            kind = next(iter(self.images))
+            component = dsl.component(base_image=self.images[kind], install_kfp_package=False)(stages.train_gan)
+            task = component(tfrecords=tfrecords, **inputs)
+            task.set_cpu_limit(self._value("cpu", item))
+            task.set_memory_limit(self._value("memory", item))
+            if self.mode == "pod":
+                self._pod_requests(task, item)
+        if self.retries:
+            task.set_retry(num_retries=self.retries, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0)
+        return task
+
+    def _pod_requests(self, task: dsl.PipelineTask, item: Any) -> None:
+        from kfp import kubernetes
+
+        resource = self.points[0].resolved.gke.resource
+        if resource:
+            task.set_accelerator_type(resource)
+            task.set_accelerator_limit(self._value("accelerator_count", item))
+        selector = self._value("node_selector", item)
+        if isinstance(selector, dict):
+            for key, value in selector.items():
+                kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        else:
+            kubernetes.add_node_selector_json(task, node_selector_json=selector)
+        tolerations = self._value("tolerations", item)
+        if not isinstance(tolerations, list) or tolerations:
+            kubernetes.add_toleration_json(task, toleration_json=tolerations)

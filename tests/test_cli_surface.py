@@ -14,6 +14,7 @@ from data_prep.mc_shower import ShowerParams
 from data_prep.montecarlo import MonteCarloConfig
 from eval.benchmark import BenchmarkConfig
 from eval.evaluate import EvalConfig
+from eval.simulate import SimulateConfig
 from pipelines.cli import main
 from pipelines.cli_docs import stale_files
 from trainer.config import TrainConfig
@@ -53,6 +54,7 @@ STAGE_CONFIGS = {
     "train": (TrainConfig, ()),
     "evaluate": (EvalConfig, ()),
     "benchmark": (BenchmarkConfig, ()),
+    "simulate": (SimulateConfig, ()),
 }
 
 
@@ -74,7 +76,7 @@ def test_stage_help_lists_every_config_field_with_its_help(stage, capsys):
 def test_help_and_params_import_no_heavy_library():
     commands = [["--help"], ["run", "--help"], ["compile", "--help"], ["submit", "--help"], ["params"],
                 ["params", "--json"], ["generate", "--help"], ["convert", "--help"], ["train", "--help"],
-                ["evaluate", "--help"], ["benchmark", "--help"],
+                ["evaluate", "--help"], ["benchmark", "--help"], ["simulate", "--help"],
                 ["train", "--data", "missing/manifest.json", "--output-dir", "out"]]
     results = _probe(commands)
     for result in results:

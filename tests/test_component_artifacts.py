@@ -24,3 +24,13 @@ def test_log_scalars_flattens_one_level_and_skips_non_numbers(tmp_path):
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     log_scalars(metrics, {"a": 1, "b": True, "c": "text", "d": {"e": 2.5, "f": {"g": 1}}})
     assert metrics.metadata == {"a": 1.0, "b": 1.0, "d.e": 2.5}
+
+
+def test_every_figure_is_logged_beside_its_noise_floor(tmp_path):
+    from components.artifacts import log_with_floor
+
+    metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    log_with_floor(metrics, {"fpd_x1e3": 2.5, "sep_power.e_sum": 0.1, "kpd_x1e3": None, "note": "x", "n": 3},
+                   {"fpd_x1e3": 1.1, "sep_power.e_sum": 0.01, "kpd_x1e3": 0.7})
+    assert metrics.metadata == {"fpd_x1e3": 2.5, "fpd_x1e3_floor": 1.1, "sep_power.e_sum": 0.1,
+                                "sep_power.e_sum_floor": 0.01, "n": 3.0}

@@ -439,6 +439,22 @@ def test_tasks_tile_the_events_in_order_on_chunk_boundaries(mc_files):
             assert abs(sum(b - a for _, _, a, b in task) - 240 / n_tasks) <= 2 * 32, n_tasks
 
 
+@pytest.mark.parametrize("sizes, chunk, n_tasks", [
+    ((10,), 4, 1),  # a last chunk of half a chunk: round(2.5) is 2
+    ((40, 40), 32, 2),  # each file's last chunk under half a chunk
+    ((5000,), 64, 3),  # a published 5,000-event file read in 64-event ranges
+])
+def test_tasks_keep_a_short_last_chunk(sizes, chunk, n_tasks):
+    from data_prep.convert import _Source
+
+    sources = [_Source(i, f"f{i}.h5", h5layout.FileInfo(uri=f"f{i}.h5", layout="variable_angle", n_events=n,
+                                                        image_shape=(51, 51, 25), chunk_events=chunk, size_bytes=1))
+               for i, n in enumerate(sizes)]
+    tasks = convert_module.plan_tasks(ConvertConfig(inputs=["x"], output="o"), sources, n_tasks)
+    covered = [(s, e) for task in tasks for s, _, a, b in task for e in range(a, b)]
+    assert covered == [(s, e) for s, n in enumerate(sizes) for e in range(n)]
+
+
 def _event_indices(path: str, compression: str = "none") -> list[tuple[int, int]]:
     from tensorflow.core.example import example_pb2
 

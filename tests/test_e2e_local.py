@@ -21,10 +21,21 @@ TINY = {
 }
 
 
+#: Verdict rules a 26-step GAN passes for sure (one check, a margin no fraction exceeds), so the
+#: gate publishes; two replicas keep the evaluation short. The gate's FAILED branch: test_publish_gate.
+PASS_EVERYTHING = """version: 1
+replicas: 2
+checks:
+  empty_fraction: {null_model: none, margin: 1.0}
+"""
+
+
 @pytest.mark.e2e
 def test_dag_runs_locally_and_collects_a_run_folder(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    argv = ["run", "--local", "--output-dir", str(run_dir)]
+    thresholds = tmp_path / "pass-everything.yaml"
+    thresholds.write_text(PASS_EVERYTHING)
+    argv = ["run", "--local", "--output-dir", str(run_dir), "--param", f"eval_thresholds={thresholds}"]
     for key, value in TINY.items():
         argv += ["--param", f"{key}={value}"]
     assert main(argv) == 0
@@ -32,9 +43,28 @@ def test_dag_runs_locally_and_collects_a_run_folder(tmp_path, capsys):
     assert "index.html" in out
 
     run = json.loads((run_dir / "run.json").read_text())
-    assert set(run["stages"]) == {"raw_data", "tfrecords", "model", "evaluation", "benchmark"}
+    assert set(run["stages"]) == {"raw_data", "tfrecords", "model", "evaluation", "benchmark", "models"}
     assert run["parameters"]["preset"] == "tiny"
-    assert run["passed"] in (True, False)  # a 26-step GAN is judged, whatever the verdict
+    assert run["passed"] is True  # judged by PASS_EVERYTHING
+    # The gate published the blessed model into the run folder (models_uri empty), provenance last.
+    publication = run["publication"]
+    assert publication["published"] is True and f"model published: {publication['destination']}" in out
+    published = run_dir / "models" / publication["name"]
+    assert publication["destination"] == str(published)
+    record = json.loads((published / "publication.json").read_text())
+    assert record["run_id"] == publication["name"] and record["verdict"]["passed"] is True
+    assert record["training"]["config_hash"] == json.loads((run_dir / "model" / "config.json").read_text())["derived"]["config_hash"]
+    assert record["verdict"]["thresholds"]["source"] == str(thresholds)
+    assert set(record["files"]) == {"generator/generator.keras", "generator/generator_config.json", "train_config.json",
+                                    "summary.json", "metrics.json", "report.html"}
+    assert (published / "generator" / "generator.keras").read_bytes() == (run_dir / "model" / "generator" / "generator.keras").read_bytes()
+    # The KFP Metrics carry every figure beside its Monte Carlo floor.
+    executor_outputs = list((run_dir / "kfp").glob("*/evaluate-gan/executor_output.json"))
+    assert len(executor_outputs) == 1
+    logged = json.loads(executor_outputs[0].read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert logged["passed"] == 1.0
+    for name in ("sampling_fraction_mre", "moment_mre", "sep_power_mean", "empty_fraction"):
+        assert f"{name}_floor" in logged and name in logged, name
 
     files = json.loads((run_dir / "raw_data" / "files.json").read_text())
     assert files["events"] == 480 and len(files["files"]) == 3
@@ -69,6 +99,7 @@ def test_dag_runs_locally_and_collects_a_run_folder(tmp_path, capsys):
         assert f'href="{link}"' in index
         assert (run_dir / link).exists()
     assert "<h2>Benchmark</h2>" in index and "24 measured steps (24 records)" in index
+    assert f'published</b> to <a href="models/{publication["name"]}/">' in index
     # The finished run in the comparison table, beside (never among) the published rows.
     assert main(["bench", "compare", str(run_dir)]) == 0
     table = capsys.readouterr().out

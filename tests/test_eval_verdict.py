@@ -185,3 +185,29 @@ def test_replicas_keep_each_halfs_conditions():
         # ... but each half kept its conditions: the A-B gaps stay within 10 % (a random re-split removes them)
         assert abs(np.mean(np.log10(x_energy)) - np.mean(np.log10(a.energy))) < 0.1 * gap_e
         assert abs(np.mean(x_theta) - np.mean(a.theta)) < 0.1 * gap_t
+
+
+def test_floor_factor_judges_within_a_multiple_of_the_floor():
+    """floor_factor 3: "within three times the noise floor"; the default factor 1 is unchanged."""
+    rules = parse_thresholds("version: 1\nk_sigma: 0\nchecks:\n  shape_mre: {floor_factor: 3}\n"
+                             "  moment_mre: {}\n", "rules.yaml")
+    null = {"shape_mre": {"mean": 0.02, "sd": 0.005, "n": 21}, "moment_mre": {"mean": 0.02, "sd": 0.005, "n": 21}}
+    out = verdict({"shape_mre": 0.059, "moment_mre": 0.021}, {}, null, rules)
+    by = {c["name"]: c for c in out["checks"]}
+    assert by["shape_mre"]["passed"] and math.isclose(by["shape_mre"]["threshold"], 0.06)
+    assert "3 x null mean" in by["shape_mre"]["rule"]
+    assert not by["moment_mre"]["passed"] and math.isclose(by["moment_mre"]["threshold"], 0.02)
+    assert verdict({"shape_mre": 0.061}, {}, null, rules)["failed"] == ["shape_mre"]
+    with pytest.raises(ValueError, match=r"rules.yaml: checks.shape_mre.floor_factor must be"):
+        parse_thresholds("version: 1\nchecks:\n  shape_mre: {floor_factor: -1}\n", "rules.yaml")
+
+
+def test_shipped_thresholds_are_named_with_the_package_prefix():
+    rules = load_thresholds("package:eval/thresholds/cpu-quality.yaml")
+    by = {c.metric: c for c in rules.checks}
+    assert rules.source == "package:eval/thresholds/cpu-quality.yaml"
+    assert by["sampling_fraction_max_rel_err"].null == "none" and by["sampling_fraction_max_rel_err"].margin == 0.10
+    assert by["shape_mre"].floor_factor == 3.0 and by["moment_mre"].floor_factor == 3.0
+    assert load_thresholds("package:eval/thresholds/default.yaml").checks == load_thresholds().checks
+    with pytest.raises(ValueError, match=r"package:eval/thresholds/nope.yaml is not shipped.*cpu-quality.yaml"):
+        load_thresholds("package:eval/thresholds/nope.yaml")

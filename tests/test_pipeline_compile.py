@@ -1,4 +1,4 @@
-"""The compiled YAML: five components, every pipeline parameter, hardware requests from one mapping."""
+"""The compiled YAML: the stages and the publish gate, every pipeline parameter, hardware requests from one mapping."""
 
 import dataclasses
 
@@ -14,6 +14,8 @@ COMPONENTS = {
     "comp-train-gan",
     "comp-evaluate-gan",
     "comp-collect-benchmark",
+    "comp-publish-model",
+    "comp-skip-publish",
 }
 
 
@@ -23,17 +25,29 @@ def _compile(tmp_path, **kwargs):
         return yaml.safe_load(f)
 
 
-def test_yaml_has_five_components_wired_in_order(tmp_path):
+def test_yaml_has_the_stages_wired_in_order_and_the_gate(tmp_path):
     spec = _compile(tmp_path, image="example.org/caloforge:test")
-    assert set(spec["components"]) == COMPONENTS
+    assert {c for c in spec["components"] if not c.startswith("comp-condition")} == COMPONENTS
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {c[len("comp-"):] for c in COMPONENTS}
+    assert set(tasks) == {c[len("comp-"):] for c in COMPONENTS if "publish" not in c} | {"condition-branches-1"}
     assert tasks["convert-to-tfrecords"]["dependentTasks"] == ["prepare-raw-data"]
     assert tasks["train-gan"]["dependentTasks"] == ["convert-to-tfrecords"]
     assert set(tasks["evaluate-gan"]["dependentTasks"]) == {"convert-to-tfrecords", "train-gan"}
     assert set(tasks["collect-benchmark"]["dependentTasks"]) == {"convert-to-tfrecords", "train-gan"}
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"example.org/caloforge:test"}
+    # The gate: publish only when the evaluator's verdict is PASSED, else record why; both
+    # branches feed the run's `publication` output.
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    conditions = {name: task["triggerPolicy"]["condition"] for name, task in branches.items()}
+    passed = "inputs.parameter_values['pipelinechannel--evaluate-gan-verdict'] == 'PASSED'"
+    assert conditions == {"condition-2": passed, "condition-3": f"!({passed})"}
+    assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == {"publish-model"}
+    assert set(spec["components"]["comp-condition-3"]["dag"]["tasks"]) == {"skip-publish"}
+    publish_inputs = spec["components"]["comp-condition-2"]["dag"]["tasks"]["publish-model"]["inputs"]
+    assert publish_inputs["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
+    assert set(publish_inputs["artifacts"]) == {"model", "evaluation"}
+    assert "publication" in spec["root"]["outputDefinitions"]["parameters"]
 
 
 def test_every_pipeline_parameter_is_exposed_with_its_default(tmp_path):

@@ -13,6 +13,7 @@ from data_prep.convert import ConvertConfig
 from pipelines.config import (
     EMBEDDED_DEMO,
     PARAMETERS,
+    RUN_INPUTS,
     STAGES,
     PipelineParams,
     component_parameters,
@@ -93,15 +94,20 @@ def test_component_signatures_match_the_wiring():
         signature = inspect.signature(getattr(stages, component))
         scalars = {name: p.annotation for name, p in signature.parameters.items()
                    if p.annotation in (int, float, str, bool)}
-        assert list(scalars) == component_parameters(stage), component
+        assert list(scalars) == component_parameters(stage) + list(RUN_INPUTS.get(stage, ())), component
         for name, annotation in scalars.items():
+            if name in RUN_INPUTS.get(stage, ()):
+                continue
             assert annotation is hints[name], f"{component}({name}: {annotation.__name__})"
 
 
 def test_stage_values_map_pipeline_names_onto_config_fields():
     values = PipelineParams(training_loop="builtin", train_seed=5, eval_events=40).to_dict()
     assert stage_values("train", values)["loop"] == "builtin" and stage_values("train", values)["seed"] == 5
-    assert stage_values("evaluate", values) == {"max_events": 40, "seed": 7}
+    assert stage_values("evaluate", values) == {"max_events": 40, "seed": 7, "thresholds": ""}
+    publish = PipelineParams(models_uri="gs://b/models", model_name="calo").to_dict()
+    assert stage_values("publish", publish) == {"destination": "gs://b/models", "model_name": "calo",
+                                                "register_vertex_model": False}
     assert "input_uri" not in stage_values("generate", values) and "beam_args" not in stage_values("convert", values)
 
 
@@ -121,9 +127,46 @@ def test_values_are_checked_with_the_stage_rules_and_named():
         PipelineParams(beam_args="--runner='Dataflow").validate()
 
 
+def test_gate_parameters_are_checked_before_anything_runs(tmp_path):
+    """models_uri, model_name, register_vertex_model and eval_thresholds: one line each."""
+    for name, value, verb in (("models_uri", "/srv/models", "write to"), ("eval_thresholds", "/srv/t.yaml", "read")):
+        with pytest.raises(ValueError, match=f"pipeline parameter {name}='{value}': a cluster cannot {verb} this"):
+            PipelineParams(**{name: value}).validate(cluster=True)
+    PipelineParams(models_uri="gs://b/models", eval_thresholds="gs://b/t.yaml").validate(cluster=True)  # not read here
+    PipelineParams(models_uri=str(tmp_path / "models")).validate()
+    with pytest.raises(ValueError, match=r"pipeline parameter model_name='a b': model_name='a b': use 1-128 letters"):
+        PipelineParams(model_name="a b").validate()
+    with pytest.raises(ValueError, match="eval_thresholds=.*does not exist"):
+        PipelineParams(eval_thresholds=str(tmp_path / "none.yaml")).validate()
+    with pytest.raises(ValueError, match="register_vertex_model=True needs a gs:// models_uri on a local run"):
+        PipelineParams(register_vertex_model=True).validate()
+    with pytest.raises(ValueError, match=r"pipeline parameter models_uri s3://b/m: only local paths and gs:// URIs"):
+        PipelineParams(models_uri="s3://b/m").validate()
+    PipelineParams(register_vertex_model=True).validate(cluster=True)  # the pipeline root is gs:// there
+
+
 def test_default_layers_apply_in_order():
     layered = PipelineParams.layered(EMBEDDED_DEMO, {"batch_size_per_replica": (128, "a bigger device")})
     assert layered.batch_size_per_replica == 128 and layered.mc_events == 3000
     assert PipelineParams.layered(EMBEDDED_DEMO) == PipelineParams()
     with pytest.raises(ValueError, match="unknown keys"):
         PipelineParams.layered({"batch": (1, "typo")})
+
+
+def test_the_quality_recipe_is_a_valid_parameter_file_run_by_make_quality():
+    """examples/cpu-quality.json (docs/trainer.md, "A GAN shown to learn") names real parameters,
+    passes every check (locally and, with its shipped thresholds, on a cluster) and is what
+    `make quality` runs."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    values = json.loads((repo / "examples" / "cpu-quality.json").read_text())
+    params = PipelineParams(**values)
+    params.validate()
+    params.validate(cluster=True)
+    assert params.eval_thresholds == "package:eval/thresholds/cpu-quality.yaml"
+    assert params.max_steps > 0 and params.mc_events >= 10_000
+    assert "--params-file examples/cpu-quality.json" in (repo / "Makefile").read_text()
+    with pytest.raises(ValueError, match=r"package:eval/thresholds/none.yaml is not shipped"):
+        PipelineParams(eval_thresholds="package:eval/thresholds/none.yaml").validate()

@@ -56,9 +56,8 @@ def _cli(manifest, out, *flags):
 MIRRORED_SCRIPT = r"""
 import json, sys
 import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-# Must happen before TensorFlow initialises its devices, hence a fresh process.
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+# TrainConfig.cpu_logical_devices splits the CPU before TensorFlow initialises its devices,
+# hence a fresh process; the second and third runs find the split made and keep it.
 from trainer.config import TrainConfig
 from trainer.inputs import in_memory_dataset_fn
 from trainer.train import train
@@ -68,19 +67,27 @@ th = rng.uniform(1.1, 2.0, 8).astype(np.float32)
 arrays = {"ecal": raw ** 0.85, "energy": rng.uniform(50, 200, 8).astype(np.float32), "theta": th,
           "mtheta": th, "ecal_sum": raw.reshape(8, -1).sum(1)}
 out = {}
-for loop in ("custom", "builtin"):
-    cfg = TrainConfig(output_dir=sys.argv[1] + "/" + loop, preset="tiny", strategy="mirrored", loop=loop,
+# auto picks MirroredStrategy over a split CPU as mirrored does.
+for loop, strategy in (("custom", "auto"), ("builtin", "mirrored")):
+    cfg = TrainConfig(output_dir=sys.argv[1] + "/" + loop, preset="tiny", strategy=strategy, loop=loop,
                       batch_size_per_replica=2, max_steps=2, steps_per_call=2, checkpoint_every=0,
-                      lr_scaling="linear")
+                      lr_scaling="linear", cpu_logical_devices=2)
     r = train(cfg, dataset_fn=in_memory_dataset_fn(arrays))
     out[loop] = {"digest": r.weights_digest, "replicas": r.replicas, "lr": r.learning_rate,
                  "global_batch": r.global_batch_size, "strategy_class": r.extra["strategy_class"]}
 try:
     train(TrainConfig(output_dir=sys.argv[1] + "/jit", preset="tiny", strategy="mirrored", jit_compile=True,
-                      batch_size_per_replica=2, max_steps=1), dataset_fn=in_memory_dataset_fn(arrays))
+                      batch_size_per_replica=2, max_steps=1, cpu_logical_devices=2),
+          dataset_fn=in_memory_dataset_fn(arrays))
     out["jit_error"] = ""
 except ValueError as err:
     out["jit_error"] = str(err)
+from trainer.strategy import HardwareNotFoundError, split_cpu
+try:  # the devices are set up: another split cannot be made any more
+    split_cpu(3)
+    out["resplit_error"] = ""
+except HardwareNotFoundError as err:
+    out["resplit_error"] = str(err)
 print(json.dumps(out))
 """
 
@@ -101,6 +108,7 @@ def test_mirrored_over_two_logical_cpus_both_loops_agree(tmp_path):
     assert out["custom"]["digest"] == out["builtin"]["digest"]
     # XLA cannot compile one step over several logical CPU devices: refused up front.
     assert "not supported by XLA" in out["jit_error"]
+    assert "cpu_logical_devices=3: TensorFlow already initialised" in out["resplit_error"]
 
 
 def _free_ports(n):

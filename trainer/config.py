@@ -35,6 +35,10 @@ class TrainConfig:
             Cloud metadata server, so refused at once off Google Cloud).
         tpu_connect_timeout: Seconds a grpc:// TPU address may take to answer as a gRPC server
             before the run fails (TensorFlow itself would wait forever).
+        cpu_logical_devices: Split the host CPU into this many logical devices before TensorFlow
+            starts, one replica each under the mirrored (or auto) strategy; 0 or 1 = one device.
+            The devices share the same cores: it exercises the multi-replica code on a machine
+            without accelerators (tests, the local scaling sweep), it does not make training faster.
         loop: 'custom' (strategy.run in a tf.function) or 'builtin' (keras fit).
         batch_size_per_replica: Events per replica per step; global batch = this x replicas.
         learning_rate: RMSprop base learning rate before lr_scaling.
@@ -88,6 +92,7 @@ class TrainConfig:
     strategy: str = choices_field("auto", STRATEGIES)
     tpu: str = ""
     tpu_connect_timeout: float = 60.0
+    cpu_logical_devices: int = 0
     loop: str = choices_field("custom", LOOPS)
     batch_size_per_replica: int = 64
     learning_rate: float = 1e-3
@@ -130,9 +135,13 @@ class TrainConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 1")
-        for name in ("epochs", "steps_per_epoch", "max_steps", "checkpoint_every"):
+        for name in ("epochs", "steps_per_epoch", "max_steps", "checkpoint_every", "cpu_logical_devices"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if self.cpu_logical_devices > 1 and self.strategy not in ("auto", "mirrored"):
+            raise ValueError(f"TrainConfig.cpu_logical_devices={self.cpu_logical_devices} needs strategy "
+                             f"'mirrored' or 'auto' to use them (strategy={self.strategy!r} would train one "
+                             "replica on the first)")
         if not self.tpu_connect_timeout > 0:
             raise ValueError(f"TrainConfig.tpu_connect_timeout={self.tpu_connect_timeout!r} "
                              "must be > 0 seconds")

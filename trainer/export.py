@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import keras
 import numpy as np
@@ -96,6 +96,28 @@ class GeneratorBundle:
             ValueError: if the inputs differ in length, are not 1-D or not finite.
         """
         energy = np.asarray(energy_gev, dtype=np.float32).reshape(-1)
+        shape = tuple(self.config["image_shape"])
+        out = np.empty((energy.size, *shape), dtype=np.float32)
+        progress = ProgressLog(log, "generating showers", energy.size, "showers")
+        for start, stop, showers in self.iter_generate(energy_gev, theta_rad, seed, batch_size):
+            out[start:stop] = showers
+            progress.update(stop)
+        return out
+
+    def iter_generate(self, energy_gev: np.ndarray, theta_rad: np.ndarray, seed: int,
+                      batch_size: int = 64) -> Iterator[tuple[int, int, np.ndarray]]:
+        """generate(), one batch at a time: yields (start, stop, showers of events start..stop-1).
+
+        Memory holds one batch of showers and noise, whatever the number of events (the fast
+        simulation streams millions of showers to a file this way). The noise of each batch is
+        the next rows of the one standard-normal stream (drawing it in consecutive pieces gives
+        the same numbers as one draw), so event i's noise still depends on the seed and i only;
+        generate() is this loop collected into one array.
+
+        Raises:
+            ValueError: as generate(), before the first batch.
+        """
+        energy = np.asarray(energy_gev, dtype=np.float32).reshape(-1)
         theta = np.asarray(theta_rad, dtype=np.float32).reshape(-1)
         if energy.shape != theta.shape:
             raise ValueError(f"energy_gev has {energy.size} values but theta_rad has {theta.size}")
@@ -103,20 +125,22 @@ class GeneratorBundle:
             raise ValueError("energy_gev and theta_rad must be finite")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        return self._batches(energy, theta, seed, batch_size)
+
+    def _batches(self, energy: np.ndarray, theta: np.ndarray, seed: int,
+                 batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
         latent_dim = int(self.config["latent_dim"])
-        noise = np.random.default_rng(seed).standard_normal((energy.size, latent_dim - 2),
-                                                            dtype=np.float32)
-        cond = np.stack([energy / float(self.config["energy_scale"]), theta], axis=1)
-        latent = np.concatenate([cond, noise], axis=1)
-        shape = tuple(self.config["image_shape"])
-        out = np.empty((energy.size, *shape), dtype=np.float32)
-        progress = ProgressLog(log, "generating showers", energy.size, "showers")
+        scale = float(self.config["energy_scale"])
+        inverse_power = 1.0 / float(self.config["power"])
+        rng = np.random.default_rng(seed)
         for start in range(0, energy.size, batch_size):
-            images = self.model(latent[start:start + batch_size], training=False)
-            out[start:start + batch_size] = np.asarray(images)[..., 0]
-            progress.update(min(start + batch_size, energy.size))
-        np.power(np.clip(out, 0.0, None), 1.0 / float(self.config["power"]), out=out)
-        return out
+            stop = min(start + batch_size, energy.size)
+            noise = rng.standard_normal((stop - start, latent_dim - 2), dtype=np.float32)
+            cond = np.stack([energy[start:stop] / scale, theta[start:stop]], axis=1)
+            images = self.model(np.concatenate([cond, noise], axis=1), training=False)
+            showers = np.array(np.asarray(images)[..., 0], dtype=np.float32, order="C")  # writable copy
+            np.power(np.clip(showers, 0.0, None), inverse_power, out=showers)
+            yield start, stop, showers
 
 
 def load_generator(directory: str) -> GeneratorBundle:

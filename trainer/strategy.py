@@ -186,12 +186,39 @@ def _tpu_strategy(tpu: str, connect_timeout: float = 60.0) -> tf.distribute.Stra
     return strategy
 
 
-def make_strategy(name: str, tpu: str = "", connect_timeout: float = 60.0) -> tf.distribute.Strategy:
+def split_cpu(devices: int) -> None:
+    """Split the host CPU into `devices` logical devices (TrainConfig.cpu_logical_devices).
+
+    TensorFlow takes the split only before it initialises its devices, so a process that has
+    already started them (it listed logical devices, built a tensor) keeps what it has: that is
+    accepted when it already is this split, and refused otherwise. 0 or 1 leaves the CPU whole.
+
+    Raises:
+        HardwareNotFoundError: the devices were set up before, otherwise.
+    """
+    if devices < 2:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    except RuntimeError:
+        current = tf.config.get_logical_device_configuration(cpu) or []
+        if len(current) != devices:
+            raise HardwareNotFoundError(
+                f"cpu_logical_devices={devices}: TensorFlow already initialised this process's devices "
+                f"({max(len(current), 1)} CPU device(s)); split the CPU before anything else uses TensorFlow "
+                "(a fresh process, as `caloforge train` is)") from None
+    log.info("CPU split into %d logical devices", devices)
+
+
+def make_strategy(name: str, tpu: str = "", connect_timeout: float = 60.0,
+                  cpu_devices: int = 0) -> tf.distribute.Strategy:
     """Build the tf.distribute strategy called `name`.
 
     auto: a TF_CONFIG with several workers -> multi_worker; else, where there is a sign of a
     TPU (tpu_hinted), a TPU if one resolves; else several GPUs -> mirrored, one GPU ->
-    one_device, else the default (CPU) strategy.
+    one_device, a CPU split into several logical devices (split_cpu) -> mirrored, else the
+    default (CPU) strategy.
     mirrored runs over the local GPUs, or over several logical CPU devices when there is no
     GPU (tests). multi_worker reads TF_CONFIG, set from Vertex AI's CLUSTER_SPEC or a caloforge
     JobSet's worker list when unset (trainer.cluster); collectives use NCCL on GPU and ring on CPU.
@@ -201,6 +228,7 @@ def make_strategy(name: str, tpu: str = "", connect_timeout: float = 60.0) -> tf
         tpu: TPU for 'tpu'/'auto': '' or 'local' (a TPU VM's own chips), grpc://HOST:PORT,
             or a Cloud TPU name (resolved on Google Cloud only).
         connect_timeout: Seconds a grpc:// TPU address may take to answer.
+        cpu_devices: Logical CPU devices split_cpu made (auto picks mirrored over them).
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
@@ -223,7 +251,8 @@ def make_strategy(name: str, tpu: str = "", connect_timeout: float = 60.0) -> tf
                     return _tpu_strategy(tpu, connect_timeout)
                 except HardwareNotFoundError as err:
                     log.warning("strategy auto: no TPU (%s)", err)
-            key = "mirrored" if len(gpus) > 1 else "one_device" if gpus else "default"
+            key = ("mirrored" if len(gpus) > 1 or (not gpus and cpu_devices > 1)
+                   else "one_device" if gpus else "default")
         log.info("strategy auto -> %s", key)
     if key == "default":
         return tf.distribute.get_strategy()

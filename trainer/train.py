@@ -29,7 +29,7 @@ from trainer.models import Discriminator, build_generator
 from trainer.output_dir import RunIdentity, dataset_fingerprint, prepare_output_dir
 from trainer.presets import get_preset
 from trainer.steps import StepSettings
-from trainer.strategy import device_kind, make_strategy, task_info
+from trainer.strategy import device_kind, make_strategy, split_cpu, task_info
 from trainer.timings import Progress, TimingLog, config_hash, run_fingerprint, run_identity, write_scalar
 
 log = logging.getLogger("trainer")
@@ -203,10 +203,12 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
     config.validate()
     if not config.output_dir:
         raise ValueError("TrainConfig.output_dir is empty")
+    split_cpu(config.cpu_logical_devices)  # before anything initialises TensorFlow's devices
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     preset = get_preset(config.preset)
-    strategy = make_strategy(config.strategy, config.tpu, config.tpu_connect_timeout)
+    strategy = make_strategy(config.strategy, config.tpu, config.tpu_connect_timeout,
+                             cpu_devices=config.cpu_logical_devices)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size_per_replica * replicas
     lr = scaled_learning_rate(config.learning_rate, replicas, config.lr_scaling)
@@ -286,6 +288,7 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
         "steps_per_epoch": steps_per_epoch, "total_steps": total, "start_step": start,
         "resumed_from": resumed_from, "strategy_class": type(strategy).__name__,
         "task": f"{task_type}:{task_id}", "device_kind": device_kind(strategy),
+        "cpu_logical_devices": config.cpu_logical_devices,
         "dataset_fingerprint": fingerprint,
         "generator_params": int(generator.count_params()),
         "discriminator_params": int(discriminator.count_params()),
