@@ -14,6 +14,8 @@ Field metadata read here (`dataclasses.field(default=..., metadata={...})`):
     required: the flag must be given on the command line although the dataclass has a default
         (an empty path the library or the DAG fills in).
     help: help text, for classes built without a docstring (pipelines.config).
+    repeat: a tuple or list field given one value per flag, the flag repeated for more
+        (`--generator A --generator B`): each value is taken whole, never split at commas or spaces.
 
 The module imports only the standard library, so a --help built with it answers at once.
 """
@@ -98,6 +100,7 @@ class FieldInfo:
         help: The description from the docstring or metadata.
         path: "input", "output", "local_output" or None.
         required: The flag must be given on the command line.
+        repeat: A tuple/list field whose flag takes one value and is repeated for more.
     """
 
     name: str
@@ -111,6 +114,7 @@ class FieldInfo:
     help: str
     path: str | None
     required: bool
+    repeat: bool = False
 
     @property
     def flag(self) -> str:
@@ -122,7 +126,9 @@ class FieldInfo:
 
     @property
     def type_name(self) -> str:
-        """Short type for tables: int, float, str, bool, 4 x float, list of str ..."""
+        """Short type for tables: int, float, str, bool, 4 x float, list of str, str (repeatable) ..."""
+        if self.repeat:
+            return f"{getattr(self.item, '__name__', str(self.item))} (repeatable)"
         if self.kind == "tuple":
             item = getattr(self.item, "__name__", str(self.item))
             return f"{self.length} x {item}" if self.length else f"{item} list"
@@ -253,10 +259,14 @@ def _field_info(f: dataclasses.Field, annotation: Any, doc_help: str) -> FieldIn
     path = meta.get("path")
     if path is not None and path not in PATH_RULES:
         raise ValueError(f"{f.name}: metadata path={path!r} is not one of {PATH_RULES}")
+    repeat = bool(meta.get("repeat", False))
+    if repeat and kind not in ("tuple", "list"):
+        raise ValueError(f"{f.name}: metadata repeat=True needs a tuple or list field, not {kind}")
     return FieldInfo(
         name=f.name, kind=kind, type=base, item=item, length=length, optional=optional, default=default,
         choices=tuple(choices) if choices is not None else None, help=meta.get("help", doc_help),
         path=path, required=bool(meta.get("required", False)) or default is dataclasses.MISSING,
+        repeat=repeat,
     )
 
 
@@ -356,6 +366,23 @@ class _SequenceAction(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
+class _RepeatAction(argparse.Action):
+    """Appends one whole value per occurrence of a repeatable flag (`--x A --x B`)."""
+
+    def __init__(self, option_strings, dest, info: FieldInfo, **kwargs):
+        self.info = info
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            item = _scalar(self.info.item, values)
+        except ValueError:
+            raise argparse.ArgumentError(self, f"invalid {self.info.item.__name__} value: {values!r}") from None
+        current = [] if getattr(namespace, self.dest, None) is None else list(getattr(namespace, self.dest))
+        current.append(item)
+        setattr(namespace, self.dest, tuple(current) if self.info.kind == "tuple" else current)
+
+
 def help_text(info: FieldInfo) -> str:
     """Help of one flag: the description, then the default (argparse expands %, so it is escaped)."""
     text = info.help or ""
@@ -376,6 +403,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, help_sources: I
             kwargs["default"] = info.default
         if info.kind == "bool":
             parser.add_argument(info.flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif info.repeat:
+            metavar = getattr(info.item, "__name__", "X").upper()
+            parser.add_argument(info.flag, action=_RepeatAction, info=info, metavar=metavar, **kwargs)
         elif info.kind in ("tuple", "list"):
             nargs = "+" if info.required or info.kind == "list" else "*"
             metavar = getattr(info.item, "__name__", "X").upper()
@@ -425,6 +455,9 @@ def config_to_argv(config: Any, help_sources: Iterable[type] = ()) -> list[str]:
             argv.append(info.flag if value else "--no-" + info.flag[2:])
         elif value is None:
             continue
+        elif info.repeat:
+            for v in value:
+                argv += [info.flag, repr(v) if isinstance(v, float) else str(v)]
         elif info.kind in ("tuple", "list"):
             argv += [info.flag, *(repr(v) if isinstance(v, float) else str(v) for v in value)]
         else:
@@ -440,10 +473,13 @@ def named_fields(message: str, infos: Iterable[FieldInfo]) -> list[FieldInfo]:
 def path_problem(infos: Iterable[FieldInfo], values: dict[str, Any], name_of=lambda i: i.flag) -> str | None:
     """The first path rule a value breaks, as one sentence (see check_path); None if all pass."""
     for info in infos:
-        if info.path and isinstance(values.get(info.name), str):
-            problem = check_path(info.path, values[info.name], name_of(info))
-            if problem:
-                return problem
+        value = values.get(info.name)
+        items = [value] if isinstance(value, str) else list(value) if isinstance(value, (tuple, list)) else []
+        for item in items:
+            if info.path and isinstance(item, str):
+                problem = check_path(info.path, item, name_of(info))
+                if problem:
+                    return problem
     return None
 
 

@@ -85,6 +85,9 @@ class ClassifierResult:
         n_validation: Events per class used for early stopping and calibration.
         n_test: Events per class in the test split.
         epochs: Epochs trained (the best one's weights are used).
+        roc_fpr, roc_tpr: The ROC curve of the calibrated output on the test split (false and
+            true positive rates, "real" the positive class), at most ``ROC_POINTS`` points: what
+            the report draws; its area is ``auc``.
     """
 
     auc: float
@@ -95,6 +98,8 @@ class ClassifierResult:
     n_validation: int
     n_test: int
     epochs: int
+    roc_fpr: tuple[float, ...] = ()
+    roc_tpr: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +120,32 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     avg = first + (counts + 1) / 2.0
     ranks[order] = np.repeat(avg, counts)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+ROC_POINTS = 201
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray, max_points: int = ROC_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct score threshold, thinned to ``max_points``.
+
+    The curve starts at (0, 0) and ends at (1, 1); tied scores form one step, so the trapezoid
+    area under the full curve equals ``roc_auc`` (ties counted as one half). Thinning keeps the
+    end points and an even spread of thresholds: the report draws it, the AUC is computed exactly.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"roc_curve needs both classes, got {n_pos} positives and {n_neg} negatives")
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]
+    tpr = np.r_[0.0, np.cumsum(y)[last_of_tie] / n_pos]
+    fpr = np.r_[0.0, np.cumsum(~y)[last_of_tie] / n_neg]
+    if fpr.size > max_points:
+        keep = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return fpr, tpr
 
 
 def auc_null_sd(n_pos: int, n_neg: int) -> float:
@@ -412,6 +443,7 @@ def classifier_test(
     calibration = IsotonicCalibration.fit(_sigmoid(z_val), y_val)
     p_test = calibration.predict(_sigmoid(z_test))
     bce = float(-np.mean(y_test * np.log(p_test) + (1 - y_test) * np.log(1 - p_test)))
+    fpr, tpr = roc_curve(y_test, p_test)
     return ClassifierResult(
         auc=roc_auc(y_test, p_test),
         bce=bce,
@@ -421,4 +453,6 @@ def classifier_test(
         n_validation=n_val,
         n_test=n_test,
         epochs=epochs,
+        roc_fpr=tuple(float(v) for v in fpr),
+        roc_tpr=tuple(float(v) for v in tpr),
     )

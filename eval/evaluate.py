@@ -9,12 +9,17 @@ gives the floor's spread with both condition sets kept, as every evaluation keep
 (eval/null_model.py), and the verdict allows each metric its floor plus k standard deviations
 (eval/verdict.py, rules in eval/thresholds/default.yaml).
 
+Several generators (``--generator A --generator B``: e.g. a 1-GPU and an 8-replica training) are
+each given half B's conditions and the same noise seed, each judged against the same floor, and
+overlaid on every figure of one report.
+
 Memory. The showers are never all held: the Monte Carlo is read and the generator run in batches
 of ``STREAM_BATCH`` events, each batch is reduced to per-event feature rows (about 2 kB an event,
-eval.features.FeatureAccumulator) and dropped. Every metric, the noise-floor replicas included,
-works from these rows; the voxel classifier's downsampled cells are kept for at most
-``classifier_voxel_max_events`` events per sample. Peak memory is thus set by the batch, the
-generator and the classifiers, not by the number of events (docs/eval.md gives measurements).
+eval.features.FeatureAccumulator), running sums of the average images (eval.projections) and
+the discriminator's outputs on a capped subsample, and dropped. Every metric, the noise-floor
+replicas included, works from these rows; the voxel classifier's downsampled cells are kept for
+at most ``classifier_voxel_max_events`` events per sample. Peak memory is thus set by the batch,
+the generators and the classifiers, not by the number of events (docs/eval.md gives measurements).
 
 Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
 Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
@@ -39,9 +44,12 @@ from data_prep.console import ProgressLog, configure_console, import_quietly
 from data_prep.manifest import SPLITS
 from data_prep.strict_fields import reject_unknown_keys
 from eval import calochallenge as cc
+from eval.discriminator_view import DiscriminatorOutputs, DiscriminatorProbe
 from eval.features import DEFAULT_HIT_THRESHOLD_GEV, FeatureAccumulator, ShowerFeatures
 from eval.metrics import BinningConfig, compare_physics
 from eval.null_model import resplit_replicas
+from eval.projections import ProjectionSums
+from eval.report_inputs import GeneratorView, ReportInputs
 from eval.verdict import Thresholds, load_thresholds, null_statistics, verdict
 
 LOG = logging.getLogger(__name__)
@@ -58,8 +66,11 @@ class EvalConfig:
 
     Attributes:
         data: URI of the converted dataset's manifest.json (local or gs://).
-        generator_dir: Folder of the exported generator (trainer output ``generator/``).
         output_dir: Folder (local or gs://) for metrics.json, report.html and plots/.
+        generator_dir: Folder of the exported generator (trainer output ``generator/``).
+        generator: Exported generator folder to evaluate; repeat the flag to compare several in
+            one report (each judged against the same Monte Carlo floor). Adds to
+            ``generator_dir``; at least one of the two is needed.
         max_events: Test events to use (0 = the whole test split).
         seed: Seed of the A/B split, the generator noise, the classifiers and the noise-floor
             replicas (FPD and KPD draw with jetnet's seed 42, as CaloChallenge's numbers do).
@@ -88,11 +99,15 @@ class EvalConfig:
             large per-event feature (500 values): capping them bounds the evaluator's memory
             whatever the number of events. The high-level classifier and every other metric
             read every event.
+        discriminator_events: Showers of each sample passed through each generator's trained
+            discriminator (found from the checkpoint beside the generator) for the report's
+            discriminator figure; 0 skips it.
     """
 
     data: str = field(metadata={"path": "input"})
-    generator_dir: str = field(metadata={"path": "input"})
     output_dir: str = field(metadata={"path": "output"})
+    generator_dir: str = field(default="", metadata={"path": "input"})
+    generator: tuple[str, ...] = field(default=(), metadata={"path": "input", "repeat": True})
     max_events: int = 0
     seed: int = 0
     batch_size: int = 64
@@ -115,10 +130,16 @@ class EvalConfig:
     kpd_batches: int = cc.JETNET_KPD_NUM_BATCHES
     thresholds: str = ""
     classifier_voxel_max_events: int = 5_000
+    discriminator_events: int = 300
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
         self.angle_centres_deg = tuple(float(c) for c in self.angle_centres_deg)
+        self.generator = tuple(str(g) for g in self.generator)
+        if not self.generator_dirs():
+            raise ValueError("no generator given: set generator_dir or generator (repeat it to compare several)")
+        if self.discriminator_events < 0:
+            raise ValueError(f"discriminator_events must be >= 0, got {self.discriminator_events}")
         if self.max_events < 0:
             raise ValueError(f"max_events must be >= 0 (0 = all), got {self.max_events}")
         if self.batch_size < 1:
@@ -142,6 +163,11 @@ class EvalConfig:
         self.binning()  # validates the binning fields
         self.verdict_rules()  # reads and validates the thresholds file before any work is done
 
+    def generator_dirs(self) -> list[str]:
+        """Every generator folder to evaluate, in order: generator_dir, then each generator (duplicates once)."""
+        dirs = ([self.generator_dir] if self.generator_dir else []) + list(self.generator)
+        return list(dict.fromkeys(d.rstrip("/") or d for d in dirs))
+
     def binning(self) -> BinningConfig:
         return BinningConfig(
             energy_centres=self.energy_centres,
@@ -160,19 +186,26 @@ class EvalConfig:
         d = asdict(self)
         d["energy_centres"] = list(self.energy_centres)
         d["angle_centres_deg"] = list(self.angle_centres_deg)
+        d["generator"] = list(self.generator)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalConfig":
         reject_unknown_keys(cls, d, "EvalConfig")
-        return cls(**d)
+        return cls(**{**d, "generator": tuple(d.get("generator", ()))})
 
 
 # --------------------------------------------------------------------------- array-level core
-def _classifier_metrics(prefix: str, real: np.ndarray, generated: np.ndarray, seed: int, notes: list[str]) -> dict:
-    """AUC, BCE, JSD and test size of one classifier test, NaN with a note when it cannot run."""
+def _classifier_metrics(prefix: str, real: np.ndarray, generated: np.ndarray, seed: int, notes: list[str],
+                        curves: dict | None = None) -> dict:
+    """AUC, BCE, JSD and test size of one classifier test, NaN with a note when it cannot run.
+
+    The test split's ROC curve goes into ``curves[prefix]`` (fpr, tpr, auc, n_test) for the report.
+    """
     try:
         r = cc.classifier_test(real, generated, seed=seed)
+        if curves is not None:
+            curves[prefix] = {"fpr": list(r.roc_fpr), "tpr": list(r.roc_tpr), "auc": r.auc, "n_test": r.n_test}
         return {f"{prefix}_auc": r.auc, f"{prefix}_bce": r.bce, f"{prefix}_jsd": r.jsd,
                 f"{prefix}_auc_uncalibrated": r.auc_uncalibrated, f"{prefix}_n_test": float(r.n_test)}
     except ValueError as err:
@@ -194,12 +227,14 @@ def compare(
             an uninformative classifier is known).
 
     Returns:
-        ``{"physics": compare_physics output, "flat": {metric: float}, "notes": [str]}``. A metric
-        that cannot be computed (e.g. every generated shower is empty) is NaN with a note.
+        ``{"physics": compare_physics output, "flat": {metric: float}, "notes": [str], "curves":
+        {classifier: {fpr, tpr, auc, n_test}}}``. A metric that cannot be computed (e.g. every
+        generated shower is empty) is NaN with a note.
     """
     physics = compare_physics(reference, candidate, config.binning())
     flat: dict[str, float] = dict(physics["summary"])
     notes: list[str] = []
+    curves: dict[str, dict] = {}
     ref_table, cand_table = reference.high_level_table(), candidate.high_level_table()
     sep = cc.feature_separation_powers(ref_table, cand_table, config.histogram_bins)
     for name, value in sep.items():
@@ -214,8 +249,9 @@ def compare(
     x_ref = cc.table_to_matrix(reference.conditioned_table())
     x_cand = cc.table_to_matrix(candidate.conditioned_table())
     if classifiers:
-        flat.update(_classifier_metrics("classifier", x_ref, x_cand, seed, notes))
-        flat.update(_classifier_metrics("classifier_voxel", reference.voxel_table(), candidate.voxel_table(), seed, notes))
+        flat.update(_classifier_metrics("classifier", x_ref, x_cand, seed, notes, curves))
+        flat.update(_classifier_metrics("classifier_voxel", reference.voxel_table(), candidate.voxel_table(), seed,
+                                        notes, curves))
     try:
         f = cc.fpd(x_ref, x_cand, min_samples=config.fpd_min_samples, max_samples=config.fpd_max_samples,
                    num_batches=config.fpd_batches, num_points=config.fpd_points)
@@ -229,7 +265,7 @@ def compare(
     except ValueError as err:
         notes.append(f"KPD not computed: {err}")
         flat.update(kpd_x1e3=float("nan"), kpd_err_x1e3=float("nan"))
-    return {"physics": physics, "flat": flat, "notes": notes}
+    return {"physics": physics, "flat": flat, "notes": notes, "curves": curves}
 
 
 def split_halves(n_events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -293,63 +329,154 @@ def _checked_showers(showers: np.ndarray, n: int, cells: tuple[int, ...]) -> np.
     return showers
 
 
-def sample_features(
-    batches: Iterable[ShowerBatch], n_events: int, config: EvalConfig, generate: GenerateFn | None = None
-) -> dict[str, ShowerFeatures]:
-    """Features of Monte Carlo halves A and B, and of showers generated for B, read batch by batch.
+def _subsample(n: int, k: int, seed: int) -> np.ndarray:
+    """k seeded indices of n (all when k >= n), sorted: the discriminator figure's events."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, k)])
+
+
+def _joined_outputs(parts: list[DiscriminatorOutputs]) -> DiscriminatorOutputs:
+    """Discriminator outputs of successive batches as one."""
+    if not parts:
+        return DiscriminatorOutputs(np.zeros(0), np.zeros(0), np.zeros(0))
+    return DiscriminatorOutputs(*(np.concatenate([getattr(p, name) for p in parts])
+                                  for name in ("realfake", "energy_pred", "energy_true")))
+
+
+@dataclass
+class StreamedSamples:
+    """What the evaluator keeps of the streamed showers: nothing that grows as showers do.
+
+    Attributes:
+        reference, independent: Features of Monte Carlo halves A and B.
+        generated: Features of each generator's showers (made for half B's conditions), in order.
+        reference_projections, independent_projections: Summed x-y and y-z images of A and B.
+        generated_projections: The same for each generator.
+        discriminator: For each generator, its discriminator's outputs on subsamples of A, B and
+            its own showers (keys "reference", "independent", "generated"), or None.
+    """
+
+    reference: ShowerFeatures
+    independent: ShowerFeatures
+    generated: list[ShowerFeatures]
+    reference_projections: ProjectionSums
+    independent_projections: ProjectionSums
+    generated_projections: list[ProjectionSums]
+    discriminator: list[dict[str, DiscriminatorOutputs] | None]
+
+
+def stream_samples(
+    batches: Iterable[ShowerBatch], n_events: int, config: EvalConfig, generators: Sequence[GeneratorInput] = ()
+) -> StreamedSamples:
+    """Features, projections and discriminator outputs of halves A, B and each generator, batch by batch.
 
     The first ``n_events`` events of the stream are split into halves as ``split_halves(n_events,
-    config.seed)`` says. Each batch is reduced to feature rows and dropped, so memory does not
-    grow with the showers; the coarse cells are kept for ``config.classifier_voxel_max_events``
+    config.seed)`` says. Each batch is reduced to feature rows, added to the projection sums and,
+    for the events of the discriminator subsample (``config.discriminator_events`` per sample,
+    seeded), passed through each generator's discriminator; then it is dropped, so memory does
+    not grow with the showers. The coarse cells are kept for ``config.classifier_voxel_max_events``
     events per sample at most.
 
     Args:
         batches: The Monte Carlo, in a fixed order (at least ``n_events`` events).
         n_events: Monte Carlo events to use.
         config: Evaluation settings.
-        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers``, called on each batch
-            with the conditions of its half-B events (in order); None measures the Monte Carlo
-            alone. A generator with its own random stream must continue it from call to call.
-
-    Returns:
-        ``reference`` (half A), ``independent`` (half B) and, with a generator, ``generated``
-        (one shower per half-B event, same order).
+        generators: Each one's ``generate(energy_gev, angle_rad) -> raw-unit showers`` is called
+            on each batch with the conditions of its half-B events (in order); none measures the
+            Monte Carlo alone. A generator with its own random stream must continue it from call
+            to call.
 
     Raises:
-        ValueError: if the sample is too small, the stream ends early, or the generator returns
+        ValueError: if the sample is too small, the stream ends early, or a generator returns
             the wrong shape.
     """
     n = _checked_count(int(n_events))
     a_idx, b_idx = split_halves(n, config.seed)
     half = np.full(n, -1, dtype=np.int8)
     half[a_idx], half[b_idx] = 0, 1
-    names = ["reference", "independent"] + ([] if generate is None else ["generated"])
-    sizes = {"reference": a_idx.size, "independent": b_idx.size, "generated": b_idx.size}
-    accumulators = {
-        name: FeatureAccumulator(sizes[name], config.hit_threshold_gev, config.classifier_voxel_max_events,
-                                 [config.seed, 0x766F78, k])  # "vox": a stream of its own per sample
-        for k, name in enumerate(names)
-    }
-    progress = ProgressLog(LOG, "features" if generate is None else "generating and reducing showers", n, "events")
+    sizes = {0: a_idx.size, 1: b_idx.size}
+
+    def accumulator(size: int, k: int) -> FeatureAccumulator:
+        # "vox": a subset stream of its own per sample (k: 0 = A, 1 = B, 2 + i = generator i).
+        return FeatureAccumulator(size, config.hit_threshold_gev, config.classifier_voxel_max_events,
+                                  [config.seed, 0x766F78, k])
+
+    mc = {code: accumulator(sizes[code], code) for code in (0, 1)}
+    gen_acc = [accumulator(b_idx.size, 2 + i) for i in range(len(generators))]
+    mc_proj: dict[int, ProjectionSums] = {}
+    gen_proj: list[ProjectionSums] = []
+    # The discriminator subsample: positions within each half.
+    in_sub = {code: np.zeros(sizes[code], dtype=bool) for code in (0, 1)}
+    if config.discriminator_events:
+        in_sub[0][_subsample(sizes[0], config.discriminator_events, config.seed)] = True
+        in_sub[1][_subsample(sizes[1], config.discriminator_events, config.seed + 1)] = True
+    probes = [g.discriminator if config.discriminator_events else None for g in generators]
+    d_parts = [None if p is None else {"reference": [], "independent": [], "generated": []} for p in probes]
+    seen = {0: 0, 1: 0}
+    progress = ProgressLog(LOG, "features" if not generators else "generating and reducing showers", n, "events")
     done = 0
     for batch in batches:
         k = min(len(batch.energy), n - done)
         if k <= 0:
             break
+        cells = tuple(np.shape(batch.ecal)[1:4])
+        if not mc_proj:
+            mc_proj = {code: ProjectionSums.empty(cells) for code in (0, 1)}
+            gen_proj = [ProjectionSums.empty(cells) for _ in generators]
         which = half[done : done + k]
-        for code, name in ((0, "reference"), (1, "independent")):
-            sel = np.flatnonzero(which == code)
-            accumulators[name].add(batch.ecal[sel], batch.energy[sel], batch.theta[sel], batch.condition_angle[sel])
-        sel = np.flatnonzero(which == 1)
-        if generate is not None and sel.size:
-            energy, theta, angle = batch.energy[sel], batch.theta[sel], batch.condition_angle[sel]
-            showers = _checked_showers(generate(energy, angle), sel.size, tuple(np.shape(batch.ecal)[1:4]))
-            accumulators["generated"].add(showers, energy, theta, angle)
+        sel, sub = {}, {}
+        for code in (0, 1):
+            sel[code] = np.flatnonzero(which == code)
+            showers = batch.ecal[sel[code]]
+            mc[code].add(showers, batch.energy[sel[code]], batch.theta[sel[code]], batch.condition_angle[sel[code]])
+            mc_proj[code].add(showers)
+            sub[code] = in_sub[code][seen[code] : seen[code] + sel[code].size]
+            seen[code] += sel[code].size
+            for probe, parts in zip(probes, d_parts):
+                if probe is not None and sub[code].any():
+                    rows = sel[code][sub[code]]
+                    parts["reference" if code == 0 else "independent"].append(
+                        probe.outputs(batch.ecal[rows], batch.energy[rows], config.batch_size))
+        b = sel[1]
+        if b.size:
+            energy, theta, angle = batch.energy[b], batch.theta[b], batch.condition_angle[b]
+            for i, gen in enumerate(generators):
+                try:
+                    showers = _checked_showers(gen.generate(energy, angle), b.size, cells)
+                except ValueError as err:
+                    if len(generators) == 1:
+                        raise
+                    raise ValueError(f"{gen.label}: {err}") from err
+                gen_acc[i].add(showers, energy, theta, angle)
+                gen_proj[i].add(showers)
+                if probes[i] is not None and sub[1].any():
+                    d_parts[i]["generated"].append(
+                        probes[i].outputs(showers[sub[1]], energy[sub[1]], config.batch_size))
+                del showers
         done += k
         progress.update(done)
     if done < n:
         raise ValueError(f"the Monte Carlo ended after {done} events, {n} expected")
-    return {name: acc.result() for name, acc in accumulators.items()}
+    return StreamedSamples(
+        mc[0].result(), mc[1].result(), [acc.result() for acc in gen_acc], mc_proj[0], mc_proj[1], gen_proj,
+        [None if parts is None else {key: _joined_outputs(v) for key, v in parts.items()} for parts in d_parts],
+    )
+
+
+def sample_features(
+    batches: Iterable[ShowerBatch], n_events: int, config: EvalConfig, generate: GenerateFn | None = None
+) -> dict[str, ShowerFeatures]:
+    """Features of Monte Carlo halves A and B, and of showers generated for B (``stream_samples``).
+
+    Returns:
+        ``reference`` (half A), ``independent`` (half B) and, with a generator, ``generated``
+        (one shower per half-B event, same order).
+    """
+    generators = [] if generate is None else [GeneratorInput("Generator", generate)]
+    samples = stream_samples(batches, n_events, config, generators)
+    feats = {"reference": samples.reference, "independent": samples.independent}
+    if generate is not None:
+        feats["generated"] = samples.generated[0]
+    return feats
 
 
 @dataclass
@@ -363,6 +490,8 @@ class MonteCarloFloor:
         null: Mean, sd and count of every metric over the noise floor and its replicas.
         rules: The verdict rules in force.
         mc_events: Monte Carlo events before the split.
+        reference_projections, independent_projections: Summed x-y and y-z projections of A and
+            B (the report's average images); None when made from features alone.
     """
 
     reference: ShowerFeatures
@@ -371,12 +500,18 @@ class MonteCarloFloor:
     null: dict
     rules: Thresholds
     mc_events: int
+    reference_projections: ProjectionSums | None = None
+    independent_projections: ProjectionSums | None = None
 
 
 def floor_from_features(
-    reference: ShowerFeatures, independent: ShowerFeatures, config: EvalConfig, mc_events: int
+    reference: ShowerFeatures, independent: ShowerFeatures, config: EvalConfig, mc_events: int,
+    reference_projections: ProjectionSums | None = None, independent_projections: ProjectionSums | None = None,
 ) -> MonteCarloFloor:
-    """The noise floor (A vs B) and its spread (re-dealt halves) from the halves' features alone."""
+    """The noise floor (A vs B) and its spread (re-dealt halves) from the halves' features alone.
+
+    The projections (the halves' average images) are only carried along for the report.
+    """
     noise = compare(reference, independent, config, config.seed)
     independent = independent.without_coarse()  # its coarse cells served the voxel classifier above
     rules = config.verdict_rules()
@@ -387,7 +522,8 @@ def floor_from_features(
         lambda a, b: compare(a, b, config, config.seed, classifiers=False)["flat"],
         rules.replicas, config.seed,
     )
-    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, mc_events)
+    return MonteCarloFloor(reference, independent, noise, null_statistics([noise["flat"], *replicas]), rules, mc_events,
+                           reference_projections, independent_projections)
 
 
 def monte_carlo_floor(
@@ -411,8 +547,10 @@ def monte_carlo_floor(
         ValueError: if the sample is too small for a meaningful split.
     """
     n = _checked_size(energy)
-    feats = sample_features(array_batches(ecal_raw, energy, theta, condition_angle), n, config)
-    return floor_from_features(feats["reference"], feats["independent"], config, n)
+    n = _checked_size(energy)
+    samples = stream_samples(array_batches(ecal_raw, energy, theta, condition_angle), n, config)
+    return floor_from_features(samples.reference, samples.independent, config, n,
+                               samples.reference_projections, samples.independent_projections)
 
 
 def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig) -> dict:
@@ -436,31 +574,135 @@ def judge(floor: MonteCarloFloor, generated: ShowerFeatures, config: EvalConfig)
     }
 
 
+@dataclass
+class GeneratorInput:
+    """One generator to evaluate.
+
+    Attributes:
+        label: Its name in the report and in metrics.json.
+        generate: ``generate(energy_gev, angle_rad) -> raw-unit showers``, called batch after
+            batch with half B's conditions (see ``stream_samples``).
+        discriminator: Its trained discriminator (eval.discriminator_view), or None.
+    """
+
+    label: str
+    generate: GenerateFn
+    discriminator: DiscriminatorProbe | None = None
+
+
+@dataclass
+class Evaluation:
+    """The floor and every generator's view (features, results, projections, discriminator outputs)."""
+
+    floor: MonteCarloFloor
+    views: list[GeneratorView]
+
+
+def evaluate_stream_generators(
+    batches: Iterable[ShowerBatch], n_events: int, generators: Sequence[GeneratorInput], config: EvalConfig
+) -> Evaluation:
+    """Judge one or several generators against one Monte Carlo floor, on a stream of batches.
+
+    Every generator receives half B's energies and angles batch by batch; each is compared with
+    half A and judged against the same null. Showers are reduced to feature rows, projection
+    sums and discriminator outputs on a subsample, then dropped (``stream_samples``).
+
+    Raises:
+        ValueError: if the sample is too small, the stream ends early, a generator returns the
+            wrong shape, or two generators share a label.
+    """
+    labels = [g.label for g in generators]
+    if not generators or len(set(labels)) != len(labels):
+        raise ValueError(f"generators need distinct labels, got {labels}")
+    t0 = time.monotonic()
+    samples = stream_samples(batches, n_events, config, generators)
+    LOG.info("features of %d Monte Carlo events and %d x %d generated showers in %.1f s",
+             n_events, len(generators), samples.independent.n_events, time.monotonic() - t0)
+    t0 = time.monotonic()
+    floor = floor_from_features(samples.reference, samples.independent, config, int(n_events),
+                                samples.reference_projections, samples.independent_projections)
+    LOG.info("noise floor and %d replicas in %.1f s", floor.rules.replicas, time.monotonic() - t0)
+    views = []
+    for i, gen in enumerate(generators):
+        t0 = time.monotonic()
+        feats = samples.generated[i]
+        view = GeneratorView(gen.label, feats, judge(floor, feats, config), projections=samples.generated_projections[i])
+        outputs = samples.discriminator[i]
+        if outputs is not None:
+            view.discriminator = outputs
+            view.discriminator_note = (f"checkpoint {gen.discriminator.checkpoint.rsplit('/', 1)[-1]}, "
+                                       f"{outputs['generated'].n_events} showers per sample")
+        LOG.info("%s vs Monte Carlo in %.1f s", gen.label, time.monotonic() - t0)
+        views.append(view)
+    return Evaluation(floor, views)
+
+
 def evaluate_stream(
     batches: Iterable[ShowerBatch], n_events: int, generate: GenerateFn, config: EvalConfig
 ) -> tuple[dict, dict[str, ShowerFeatures]]:
-    """The whole comparison on a stream of Monte Carlo batches and a batch-wise generator.
+    """The whole comparison on a stream of Monte Carlo batches and one batch-wise generator.
 
     Args:
         batches: The Monte Carlo in a fixed order (``array_batches`` for arrays in memory).
         n_events: Monte Carlo events to use (the first of the stream).
-        generate: Called per batch with half B's conditions (see ``sample_features``).
+        generate: Called per batch with half B's conditions (see ``stream_samples``).
         config: Evaluation settings.
 
     Returns:
         ``(results, features)`` as ``evaluate_arrays``.
     """
-    t0 = time.monotonic()
-    feats = sample_features(batches, n_events, config, generate)
-    LOG.info("features of %d Monte Carlo events and %d generated showers in %.1f s",
-             n_events, feats["generated"].n_events, time.monotonic() - t0)
-    t0 = time.monotonic()
-    floor = floor_from_features(feats["reference"], feats["independent"], config, int(n_events))
-    LOG.info("noise floor and %d replicas in %.1f s", floor.rules.replicas, time.monotonic() - t0)
-    t0 = time.monotonic()
-    results = judge(floor, feats["generated"], config)
-    LOG.info("generated vs Monte Carlo in %.1f s", time.monotonic() - t0)
-    return results, feats
+    ev = evaluate_stream_generators(batches, n_events, [GeneratorInput("Generator", generate)], config)
+    view = ev.views[0]
+    return view.results, {"reference": ev.floor.reference, "independent": ev.floor.independent,
+                          "generated": view.features}
+
+
+def evaluate_generators(
+    ecal_raw: np.ndarray,
+    energy: np.ndarray,
+    theta: np.ndarray,
+    generators: Sequence[GeneratorInput],
+    config: EvalConfig,
+    condition_angle: np.ndarray | None = None,
+) -> Evaluation:
+    """``evaluate_stream_generators`` on Monte Carlo arrays in memory, each generator called once.
+
+    Each ``generate`` is called once with every half-B condition (a generator seeded per call
+    then draws one noise stream, not the same noise per batch); its showers are then served
+    batch by batch, and the first generator runs before any other work, so a generator of the
+    wrong shape fails early.
+
+    Raises:
+        ValueError: if the sample is too small, a generator returns the wrong shape, or two
+            generators share a label.
+    """
+    n = _checked_size(energy)
+    _, b_idx = split_halves(n, config.seed)  # the split stream_samples makes
+    energy_b = np.asarray(energy)[b_idx]
+    angle_b = np.asarray(theta if condition_angle is None else condition_angle)[b_idx]
+    cells = tuple(np.shape(ecal_raw)[1:4])
+
+    def served(gen: GeneratorInput) -> GeneratorInput:
+        t0 = time.monotonic()
+        LOG.info("%s: generating %d showers (batch %d)", gen.label, b_idx.size, config.batch_size)
+        try:
+            generated = _checked_showers(gen.generate(energy_b, angle_b), b_idx.size, cells)
+        except ValueError as err:
+            if len(generators) == 1:
+                raise
+            raise ValueError(f"{gen.label}: {err}") from err
+        LOG.info("%s: generated %d showers in %.1f s", gen.label, b_idx.size, time.monotonic() - t0)
+        start = 0
+
+        def next_showers(e: np.ndarray, _angle: np.ndarray) -> np.ndarray:
+            nonlocal start
+            start += len(e)
+            return generated[start - len(e) : start]
+
+        return GeneratorInput(gen.label, next_showers, gen.discriminator)
+
+    inputs = [served(g) for g in generators]
+    return evaluate_stream_generators(array_batches(ecal_raw, energy, theta, condition_angle), n, inputs, config)
 
 
 def evaluate_arrays(
@@ -471,7 +713,7 @@ def evaluate_arrays(
     config: EvalConfig,
     condition_angle: np.ndarray | None = None,
 ) -> tuple[dict, dict[str, ShowerFeatures]]:
-    """Run the whole comparison on in-memory Monte Carlo events and a generator function.
+    """Run the whole comparison on in-memory Monte Carlo events and one generator function.
 
     Args:
         ecal_raw: Monte Carlo showers in raw units, (n, X, Y, Z).
@@ -492,24 +734,35 @@ def evaluate_arrays(
         ValueError: if the sample is too small for a meaningful split, or the generator returns
             the wrong shape.
     """
-    n = _checked_size(energy)
-    _, b_idx = split_halves(n, config.seed)  # the split sample_features makes
-    angle = theta if condition_angle is None else condition_angle
-    # Generate first, in one call: a generator of the wrong shape fails before any other work.
-    t0 = time.monotonic()
-    LOG.info("generating %d showers (batch %d)", b_idx.size, config.batch_size)
-    generated = _checked_showers(
-        generate(np.asarray(energy)[b_idx], np.asarray(angle)[b_idx]), b_idx.size, tuple(np.shape(ecal_raw)[1:4])
-    )
-    LOG.info("generated %d showers in %.1f s", b_idx.size, time.monotonic() - t0)
-    served = 0
+    ev = evaluate_generators(ecal_raw, energy, theta, [GeneratorInput("Generator", generate)], config, condition_angle)
+    view = ev.views[0]
+    return view.results, {"reference": ev.floor.reference, "independent": ev.floor.independent, "generated": view.features}
 
-    def next_showers(energy_b: np.ndarray, _angle: np.ndarray) -> np.ndarray:
-        nonlocal served
-        served += len(energy_b)
-        return generated[served - len(energy_b) : served]
 
-    return evaluate_stream(array_batches(ecal_raw, energy, theta, condition_angle), n, next_showers, config)
+def report_inputs(ev: Evaluation, config: EvalConfig, notes: list[str] | None = None) -> ReportInputs:
+    """What the report draws from an evaluation."""
+    return ReportInputs(ev.floor.reference, ev.floor.independent, ev.views, ev.floor.reference_projections,
+                        ev.floor.independent_projections, config.min_events_per_bin, list(notes or []))
+
+
+def generator_labels(paths: Sequence[str]) -> list[str]:
+    """Short distinct names for generator folders: the path parts that differ between them.
+
+    ``runs/gpu1/model/generator`` and ``runs/gpu8/model/generator`` become ``gpu1`` and ``gpu8``;
+    a single generator is called "Generator".
+    """
+    if len(paths) == 1:
+        return ["Generator"]
+    parts = [[p for p in path.rstrip("/").split("/") if p] for path in paths]
+    parts = [p[:-1] if len(p) > 1 and p[-1] == "generator" else p for p in parts]
+    while all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    while all(len(p) > 1 for p in parts) and len({p[-1] for p in parts}) == 1:
+        parts = [p[:-1] for p in parts]
+    labels = ["/".join(p) or "generator" for p in parts]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+    return labels
 
 
 # --------------------------------------------------------------------------- I/O
@@ -588,30 +841,41 @@ def _manifest_power(manifest: Any) -> float:
     return float(power)
 
 
-def write_outputs(output_dir: str, metrics: dict, figures) -> dict[str, str]:
+def write_outputs(output_dir: str, metrics: dict, report) -> dict[str, str]:
     """Write plots/*.png, report.html and metrics.json (last), each atomically.
+
+    Args:
+        output_dir: Destination folder (local or gs://).
+        metrics: The metrics.json content.
+        report: An eval.report.Report (or a bare list of ReportFigure).
 
     Returns:
         Mapping of output name -> URI.
     """
     from data_prep import uri
-    from eval.report import render_html  # matplotlib: loaded when a report is written
+    from eval.report import Report, render_html  # matplotlib: loaded when a report is written
 
+    if not isinstance(report, Report):
+        report = Report(list(report))
     paths = {}
     uri.makedirs(output_dir)
-    for fig in figures:
+    for fig in report.figures:
         p = uri.join(output_dir, "plots", f"{fig.name}.png")
         uri.write_bytes(p, fig.png)
         paths[f"plots/{fig.name}.png"] = p
     paths["report.html"] = uri.join(output_dir, "report.html")
-    uri.write_text(paths["report.html"], render_html(figures, metrics))
+    uri.write_text(paths["report.html"], render_html(report, metrics))
     paths["metrics.json"] = uri.join(output_dir, "metrics.json")
     uri.write_text(paths["metrics.json"], json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False))
     return paths
 
 
+def _comparison(comparison: dict) -> dict:
+    return {"physics": comparison["physics"], "notes": comparison["notes"], "curves": comparison.get("curves", {})}
+
+
 def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = None) -> dict:
-    """The metrics.json payload: summary, verdict, per-bin details, config, seed and versions."""
+    """The metrics.json payload of one generator: summary, verdict, per-bin details, config, seed and versions."""
     summary = {
         "passed": results["verdict"]["passed"],
         "generated": results["generated"]["flat"],
@@ -621,8 +885,8 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
         "summary": summary,
         "verdict": results["verdict"],
         "counts": results["counts"],
-        "generated": {"physics": results["generated"]["physics"], "notes": results["generated"]["notes"]},
-        "noise_floor": {"physics": results["noise_floor"]["physics"], "notes": results["noise_floor"]["notes"]},
+        "generated": _comparison(results["generated"]),
+        "noise_floor": _comparison(results["noise_floor"]),
         "null": results["null"],
         "config": config.to_dict(),
         "seed": config.seed,
@@ -631,6 +895,60 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
     if extra:
         payload.update(extra)
     return _json_safe(payload)
+
+
+def assemble_metrics_many(views: Sequence[GeneratorView], config: EvalConfig, per_generator: Sequence[dict] | None = None,
+                          extra: dict | None = None) -> dict:
+    """The metrics.json payload of several generators judged against one floor.
+
+    One generator gives ``assemble_metrics``'s layout unchanged. Several give the floor once
+    (``noise_floor``, ``null``, ``summary.noise_floor``) and, under ``generators`` (a list in
+    the order given), each one's ``label``, ``summary`` (``passed``, ``generated``), ``verdict``,
+    ``counts`` and per-bin ``generated`` details plus ``per_generator[i]``; the top ``verdict``
+    passes when every generator passes and names failed checks as ``label: check``.
+    """
+    per_generator = list(per_generator or [{} for _ in views])
+    if len(views) == 1:
+        return assemble_metrics(views[0].results, config, {**(extra or {}), **per_generator[0]})
+    floor = views[0].results
+    generators = []
+    for view, more in zip(views, per_generator):
+        r = view.results
+        generators.append({
+            "label": view.label,
+            "summary": {"passed": r["verdict"]["passed"], "generated": r["generated"]["flat"]},
+            "verdict": r["verdict"],
+            "counts": r["counts"],
+            "generated": _comparison(r["generated"]),
+            **more,
+        })
+    passed = all(g["verdict"]["passed"] for g in generators)
+    payload = {
+        "summary": {"passed": passed, "noise_floor": floor["noise_floor"]["flat"],
+                    "generators": {g["label"]: g["summary"] for g in generators}},
+        "verdict": {"passed": passed,
+                    "failed": [f"{g['label']}: {name}" for g in generators for name in g["verdict"]["failed"]],
+                    "generators": {g["label"]: g["verdict"]["passed"] for g in generators},
+                    "thresholds": floor["verdict"]["thresholds"]},
+        "generators": generators,
+        "counts": {k: v for k, v in floor["counts"].items() if k in ("mc_events", "reference_events")},
+        "noise_floor": _comparison(floor["noise_floor"]),
+        "null": floor["null"],
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "versions": software_versions(),
+    }
+    if extra:
+        payload.update(extra)
+    return _json_safe(payload)
+
+
+def _snapshot_selection(metrics: dict, label: str) -> Any:
+    """The ``snapshot_selection`` entry for one generator, wherever the selection step put it."""
+    for g in metrics.get("generators") or []:
+        if g.get("label") == label and "snapshot_selection" in g:
+            return g["snapshot_selection"]
+    return metrics.get("snapshot_selection")
 
 
 def generator_function(bundle: Any, seed: int, batch_size: int) -> GenerateFn:
@@ -650,20 +968,24 @@ def generator_function(bundle: Any, seed: int, batch_size: int) -> GenerateFn:
 
 
 def evaluate(config: EvalConfig) -> dict:
-    """Evaluate an exported generator against the Monte Carlo test split and publish the report.
+    """Evaluate one or several exported generators against the Monte Carlo test split and publish the report.
 
     Args:
         config: Evaluation settings.
 
     Returns:
         The metrics.json content (``summary``, ``verdict``, ``counts``, per-bin details, ``config``,
-        ``seed``, ``versions``, ``outputs``).
+        ``seed``, ``versions``, ``outputs``; with several generators, ``generators`` holds each
+        one's, see ``assemble_metrics_many``).
 
     Raises:
-        ValueError: on a bad manifest, too few test events, or a generator of the wrong shape.
+        ValueError: on a bad manifest, too few test events, generators that do not fit the
+            dataset or each other, or a generator of the wrong shape.
     """
     from data_prep.dataset import read_manifest
     from data_prep.records import OUTPUT_KEYS
+    from eval.discriminator_view import load_discriminator
+    from eval.training_log import read_training_log, snapshot_table
     from trainer.export import load_generator
 
     started = time.monotonic()
@@ -673,42 +995,58 @@ def evaluate(config: EvalConfig) -> dict:
     n_events = min(available, config.max_events) if config.max_events > 0 else available
     _checked_count(n_events)
     cells = tuple(int(d) for d in manifest.image_shape)
-    bundle = load_generator(config.generator_dir)
-    # The generator is conditioned on the angle it was trained with (generator_config.json).
-    angle_key = str(bundle.config.get("angle_key", "mtheta"))
+    dirs = config.generator_dirs()
+    labels = generator_labels(dirs)
+    bundles = [load_generator(d) for d in dirs]
+    # Each generator is conditioned on the angle it was trained with (generator_config.json); the
+    # floor's conditioned features use that angle, so every generator must share it.
+    angle_keys = [str(b.config.get("angle_key", "mtheta")) for b in bundles]
+    if len(set(angle_keys)) > 1:
+        raise ValueError("generators " + ", ".join(f"{d} ({k})" for d, k in zip(dirs, angle_keys))
+                         + " are conditioned on different angles; evaluate them separately")
+    angle_key = angle_keys[0]
     if angle_key not in OUTPUT_KEYS or angle_key == "ecal":
         raise ValueError(f"generator is conditioned on {angle_key!r}, which the dataset {config.data} lacks")
-    image_shape = tuple(int(d) for d in bundle.config.get("image_shape", cells))
-    if image_shape != cells:
-        raise ValueError(
-            f"generator {config.generator_dir} makes {image_shape} images but dataset {config.data} holds {cells}"
-        )
-    generate = generator_function(bundle, config.seed, config.batch_size)
-    LOG.info("evaluating %d Monte Carlo events of %s in batches of %d (power %.3g undone)",
-             n_events, config.data, STREAM_BATCH, power)
-    results, feats = evaluate_stream(
-        dataset_batches(config.data, config.split, power, angle_key), n_events, generate, config
-    )
-    extra = {
-        "generator_angle_key": angle_key,
-        "generator_config": bundle.config,
-        "power": power,
-        "wall_seconds": time.monotonic() - started,
-    }
-    metrics = assemble_metrics(results, config, extra)
-    from eval.report import build_figures  # matplotlib: loaded when a report is written
+    for d, bundle in zip(dirs, bundles):
+        image_shape = tuple(int(v) for v in bundle.config.get("image_shape", cells))
+        if image_shape != cells:
+            raise ValueError(f"generator {d} makes {image_shape} images but dataset {config.data} holds {cells}")
+    inputs, notes = [], {}
+    for d, label, bundle in zip(dirs, labels, bundles):
+        probe, reason = load_discriminator(d) if config.discriminator_events else (None, "discriminator_events is 0")
+        notes[label] = reason
+        # Every generator draws the same noise stream (config.seed), continued from batch to batch.
+        inputs.append(GeneratorInput(label, generator_function(bundle, config.seed, config.batch_size), probe))
+    LOG.info("evaluating %d Monte Carlo events of %s in batches of %d (power %.3g undone), %d generator(s)",
+             n_events, config.data, STREAM_BATCH, power, len(inputs))
+    ev = evaluate_stream_generators(dataset_batches(config.data, config.split, power, angle_key), n_events, inputs,
+                                    config)
+    for d, view in zip(dirs, ev.views):
+        view.source = d
+        if view.discriminator is None:
+            view.discriminator_note = notes[view.label]
+        view.training, view.training_note = read_training_log(d)
+    extra = {"generator_angle_key": angle_key, "power": power, "wall_seconds": time.monotonic() - started}
+    per_generator = [{"generator_dir": d, "generator_config": b.config} for d, b in zip(dirs, bundles)]
+    if len(dirs) == 1:
+        extra["generator_config"] = bundles[0].config
+        per_generator = [{}]
+    metrics = assemble_metrics_many(ev.views, config, per_generator, extra)
+    for view in ev.views:
+        view.snapshots = snapshot_table(_snapshot_selection(metrics, view.label))
+    from eval.report import build_report  # matplotlib: loaded when a report is written
 
     t0 = time.monotonic()
-    figures = build_figures(feats["reference"], feats["generated"], feats["independent"], results)
-    LOG.info("%d figures in %.1f s", len(figures), time.monotonic() - t0)
+    report = build_report(report_inputs(ev, config), config.to_dict())
+    LOG.info("report: %d figures in %.1f s", len(report.figures), time.monotonic() - t0)
     from data_prep import uri
 
     metrics["outputs"] = {
         "metrics": uri.join(config.output_dir, "metrics.json"),
         "report": uri.join(config.output_dir, "report.html"),
-        "plots": [uri.join(config.output_dir, "plots", f"{f.name}.png") for f in figures],
+        "plots": [uri.join(config.output_dir, "plots", f"{f.name}.png") for f in report.figures],
     }
-    write_outputs(config.output_dir, metrics, figures)
+    write_outputs(config.output_dir, metrics, report)
     LOG.info(
         "evaluation %s in %.1f s -> %s",
         "PASSED" if metrics["verdict"]["passed"] else "FAILED",
@@ -724,12 +1062,23 @@ def build_parser() -> ConfigArgumentParser:
     return build_config_parser(EvalConfig, prog="caloforge evaluate", description=__doc__.splitlines()[0])
 
 
+def _print_failures(label: str, verdict_: dict) -> None:
+    prefix = f"{label}: " if label else ""
+    for check in verdict_["checks"]:
+        if not check["passed"]:
+            print(
+                f"{prefix}FAILED {check['name']}: {check['value']} > threshold {check['threshold']} "
+                f"(noise floor {check['noise_floor']}; {check['rule']})",
+                file=sys.stderr,
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: parse flags into an EvalConfig, evaluate, print the verdict.
 
     Returns:
-        0 when the verdict is PASSED, 1 when it is FAILED (0 with ``--no-fail``, for runs that
-        only want the report).
+        0 when every generator's verdict is PASSED, 1 when one is FAILED (0 with ``--no-fail``,
+        for runs that only want the report).
     """
     parser = build_parser()
     add_verbose_flag(parser)
@@ -740,14 +1089,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import_quietly("tensorflow", args.verbose)  # the generator runs on TensorFlow
     metrics = evaluate(config)
     verdict_ = metrics["verdict"]
-    for check in verdict_["checks"]:
-        if not check["passed"]:
-            print(
-                f"FAILED {check['name']}: {check['value']} > threshold {check['threshold']} "
-                f"(noise floor {check['noise_floor']}; {check['rule']})",
-                file=sys.stderr,
-            )
-    print(json.dumps({"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir}))
+    if metrics.get("generators"):
+        for g in metrics["generators"]:
+            _print_failures(g["label"], g["verdict"])
+        out = {"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir,
+               "generators": {g["label"]: {"passed": g["verdict"]["passed"], "failed": g["verdict"]["failed"],
+                                           "generator_dir": g.get("generator_dir")} for g in metrics["generators"]}}
+    else:
+        _print_failures("", verdict_)
+        out = {"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir}
+    print(json.dumps(out))
     return 0 if verdict_["passed"] or no_fail else 1
 
 

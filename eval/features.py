@@ -89,6 +89,8 @@ class ShowerFeatures:
             for a capped random subset only (``FeatureAccumulator``): they are 500 values per
             event where every other feature together is about 200, and only the voxel
             classifier reads them.
+        cell_outside: Positive cells outside the ``CELL_SPECTRUM_EDGES`` range, below and above,
+            (n, 2) int: counted apart, never folded into the spectrum's edge bins.
     """
 
     energy: np.ndarray
@@ -108,6 +110,7 @@ class ShowerFeatures:
     hit_threshold_raw: float
     condition_angle: np.ndarray | None = None
     coarse_cells: np.ndarray | None = None
+    cell_outside: np.ndarray | None = None
     coarse_index: np.ndarray | None = None
 
     # Fields that are not one row per event (subset and concatenate handle them on their own).
@@ -169,10 +172,10 @@ class ShowerFeatures:
             if name in ShowerFeatures._NOT_PER_EVENT:
                 continue
             values = [getattr(p, name) for p in parts]
-            if isinstance(values[0], np.ndarray):
-                joined[name] = np.concatenate(values)
-            elif values[0] is None or any(v is None for v in values):
+            if any(v is None for v in values):
                 joined[name] = None
+            elif isinstance(values[0], np.ndarray):
+                joined[name] = np.concatenate(values)
             else:
                 joined[name] = values[0]
         joined["hit_threshold_raw"] = parts[0].hit_threshold_raw
@@ -335,6 +338,7 @@ def compute_features(
     angle = np.empty(n, dtype=np.float64)
     nbins = CELL_SPECTRUM_EDGES.size - 1
     cell_hist = np.zeros((n, nbins), dtype=np.int64)
+    cell_outside = np.zeros((n, 2), dtype=np.int64)
     progress = ProgressLog(LOG, "features", n, "events")
     starts = [coarse_groups(size, groups) for size, groups in zip((nx, ny, nz), COARSE_GROUPS)]
     coarse = np.empty((n, starts[0].size * starts[1].size * starts[2].size))
@@ -361,6 +365,8 @@ def compute_features(
         cell_hist[start:stop] = np.bincount(
             ev[keep] * nbins + bins[keep], minlength=(stop - start) * nbins
         ).reshape(stop - start, nbins)
+        cell_outside[start:stop, 0] = np.bincount(ev[bins < 0], minlength=stop - start)
+        cell_outside[start:stop, 1] = np.bincount(ev[bins >= nbins], minlength=stop - start)
         progress.update(stop)
     ecal_sum = shapes[2].sum(axis=1)
     empty = ~(ecal_sum > 0)
@@ -390,6 +396,7 @@ def compute_features(
         hit_threshold_raw=thr,
         condition_angle=None if condition_angle is None else np.asarray(condition_angle, dtype=np.float64),
         coarse_cells=coarse,
+        cell_outside=cell_outside,
     )
 
 
@@ -397,7 +404,8 @@ def compute_features(
 # int64. Profiles in float32 keep 7 significant digits (the cells themselves are float32); counts
 # and cell indices are exact in int32; the coarse cells are stored in float32 too.
 _COMPACT_TYPES = {"shape_x": np.float32, "shape_y": np.float32, "shape_z": np.float32,
-                  "cell_hist": np.int32, "max_position": np.int32, "n_hits": np.int32}
+                  "cell_hist": np.int32, "cell_outside": np.int32, "max_position": np.int32,
+                  "n_hits": np.int32}
 
 
 class FeatureAccumulator:

@@ -97,6 +97,7 @@ def test_round_trip_config_to_flags_and_back(tmp_path):
     TrainConfig(data="m.json", output_dir="gs://b/o", preset="tiny", loop="builtin", jit_compile=True, shuffle=False,
                 loss_weights=(1.0, 2.0, 3.0, 4.5), learning_rate=2.5e-4, lr_scaling="sqrt"),
     EvalConfig(data="m.json", generator_dir="g", output_dir="o", energy_centres=(110.0, 150.0), kpd_batch_size=2000,
+               generator=("g 2", "g,3"), discriminator_events=7,
                split="train"),
     BenchmarkConfig(train_dir="t", output_dir="o", include_tf_devices=False, warmup_records=5),
 ], ids=lambda c: type(c).__name__)

@@ -41,12 +41,13 @@ def test_figures_are_png_with_noise_floor_rows(evaluation):
     for fig in figures:
         assert fig.png.startswith(PNG_SIGNATURE), fig.name
         assert fig.rows, fig.name
-        for metric, generated, noise in fig.rows:
-            assert generated == results["generated"]["flat"].get(metric, generated)
+        for metric, noise, generated in fig.rows:
+            assert len(generated) == 1
+            assert generated[0] == results["generated"]["flat"].get(metric, generated[0])
             assert noise == results["noise_floor"]["flat"].get(metric, noise)
     sf = next(f for f in figures if f.name == "sampling_fraction")
     # The generator is scaled by 1.5: its sampling-fraction error is 0.5, far above the noise floor.
-    assert sf.rows[0][1] == pytest.approx(0.5, abs=0.05) and sf.rows[0][2] < 0.05
+    assert sf.rows[0].generated[0] == pytest.approx(0.5, abs=0.05) and sf.rows[0].floor < 0.05
 
 
 def test_html_is_self_contained_with_verdict_table(evaluation):
@@ -126,8 +127,15 @@ def test_evaluate_end_to_end_with_converted_dataset_and_exported_generator(tmp_p
     assert set(metrics["verdict"]["failed"]) == {c["name"] for c in metrics["verdict"]["checks"] if not c["passed"]}
     # The Monte Carlo halves agree with each other far better than the untrained generator does.
     assert metrics["summary"]["noise_floor"]["sampling_fraction_mre"] < 0.1
-    assert "Verdict: FAILED" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Verdict: FAILED" in page
     assert {p.name for p in (out / "plots").iterdir()} >= {"shapes.png", "sampling_fraction.png"}
+    # An exported generator alone has no discriminator and no training log: the page says which
+    # figures are missing and why, instead of leaving them out silently.
+    missing = page.split("id='missing-figures'>", 1)[1].split("</div>", 1)[0]
+    assert "discriminator: no discriminator (Generator: no trainer config.json beside the generator" in missing
+    assert "training_curves: no training log" in missing
+    assert not (out / "plots" / "discriminator.png").exists()
 
 
 def test_write_outputs_to_gcs(evaluation, gcs_bucket):

@@ -30,10 +30,14 @@ from eval.evaluate import (
     generator_function,
     hdf5_batches,
     judge,
+    GeneratorInput,
     sample_features,
     split_halves,
+    stream_samples,
 )
+from eval.discriminator_view import DiscriminatorOutputs
 from eval.features import FeatureAccumulator, ShowerFeatures, compute_features
+from eval.projections import project
 
 GRID = (25, 25, 25)
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +71,8 @@ def test_accumulated_features_equal_whole_array_features():
     # Profiles are stored in float32 (7 digits), counts in int32 (exact); the rest is unchanged.
     for name in ("shape_x", "shape_z", "coarse_cells"):
         np.testing.assert_allclose(getattr(streamed, name), getattr(whole, name), rtol=1e-6, err_msg=name)
-    for name in ("ecal_sum", "m1", "m2", "measured_angle", "condition_angle", "cell_hist", "n_hits", "max_position"):
+    for name in ("ecal_sum", "m1", "m2", "measured_angle", "condition_angle", "cell_hist", "cell_outside", "n_hits",
+                 "max_position"):
         np.testing.assert_array_equal(getattr(streamed, name), getattr(whole, name), err_msg=name)
     assert streamed.shape_x.dtype == np.float32 and streamed.cell_hist.dtype == np.int32
     assert streamed.coarse_index is None
@@ -75,6 +80,59 @@ def test_accumulated_features_equal_whole_array_features():
         partial = FeatureAccumulator(70)
         partial.add(ecal[:41], energy[:41], theta[:41])
         partial.result()
+
+
+class SumProbe:
+    """Stands in for a trained discriminator: "realfake" is the shower's summed energy."""
+
+    checkpoint = "ckpt-1"
+
+    def outputs(self, showers: np.ndarray, energy: np.ndarray, batch_size: int = 64) -> DiscriminatorOutputs:
+        total = np.asarray(showers, dtype=np.float64).sum(axis=(1, 2, 3))
+        return DiscriminatorOutputs(total, np.asarray(energy, dtype=np.float64), np.asarray(energy, dtype=np.float64))
+
+
+def test_report_data_streamed_in_batches_equal_whole_arrays(few_replicas):
+    """Average images, overflow counts and discriminator subsamples, streamed 7 events at a time,
+    equal what whole arrays give, for each of two generators."""
+    energy, theta = conditions(100, 7)
+    ecal = monte_carlo(energy, theta, 8)
+    config = EvalConfig(data="-", generator_dir="-", output_dir="-", seed=2, thresholds=few_replicas,
+                        discriminator_events=9)
+    a, b = split_halves(100, 2)
+    made = [monte_carlo(energy[b], theta[b], 9 + i, scale=1.0 + 0.1 * i) for i in range(2)]
+
+    def served(showers):
+        start = 0
+
+        def generate(e, _t):
+            nonlocal start
+            start += len(e)
+            return showers[start - len(e) : start]
+
+        return generate
+
+    gens = [GeneratorInput(f"g{i}", served(m), SumProbe()) for i, m in enumerate(made)]
+    s = stream_samples(array_batches(ecal, energy, theta, batch=7), 100, config, gens)
+    for got, want in ((s.reference_projections, project(ecal, a)), (s.independent_projections, project(ecal, b)),
+                      *((s.generated_projections[i], project(made[i])) for i in range(2))):
+        assert got.n_events == want.n_events
+        np.testing.assert_allclose(got.xy, want.xy, rtol=1e-9)
+        np.testing.assert_allclose(got.yz, want.yz, rtol=1e-9)
+    np.testing.assert_array_equal(s.reference.cell_outside, compute_features(ecal[a], energy[a], theta[a]).cell_outside)
+    np.testing.assert_array_equal(s.generated[1].cell_outside,
+                                  compute_features(made[1], energy[b], theta[b]).cell_outside)
+    # The subsample: 9 seeded positions in each half, in half order, through each generator's probe.
+    sub_a = np.sort(np.random.default_rng(2).permutation(a.size)[:9])
+    sub_b = np.sort(np.random.default_rng(3).permutation(b.size)[:9])
+    for i in range(2):
+        d = s.discriminator[i]
+        np.testing.assert_array_equal(d["reference"].energy_true, energy[a][sub_a])
+        np.testing.assert_array_equal(d["independent"].energy_true, energy[b][sub_b])
+        np.testing.assert_allclose(d["generated"].realfake, made[i][sub_b].sum(axis=(1, 2, 3), dtype=np.float64),
+                                   rtol=1e-9)
+        np.testing.assert_allclose(d["independent"].realfake, ecal[b][sub_b].sum(axis=(1, 2, 3), dtype=np.float64),
+                                   rtol=1e-9)
 
 
 def test_coarse_cells_kept_for_a_capped_subset_that_follows_subset_and_concatenate():
