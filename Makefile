@@ -9,7 +9,7 @@ STAMP := $(VENV)/.caloforge-installed
 RUN_DIR ?= runs/latest
 PYTEST_ARGS ?=
 
-.PHONY: run test install compile bench clean images quality
+.PHONY: run test install compile bench clean images quality chromium
 
 install: $(STAMP)
 
@@ -22,7 +22,15 @@ $(STAMP): setup.py constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/caloforge run --local --output-dir $(RUN_DIR)
 
-test: $(STAMP)
+# tests/test_report_render.py opens the validation report in headless Chromium (Debian's package),
+# installed here when missing so that `make test` sets up everything it needs on a fresh machine.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "make test: install Chromium (the report render test opens it headless)" >&2; exit 2; }; \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # The 2-CPU quality recipe (docs/trainer.md, "A GAN shown to learn"): 7,500 steps, about 1.5-2 hours on 2 cores.
