@@ -89,6 +89,8 @@ def train_gan(
     precision: str,
     jit_compile: bool,
     train_seed: int,
+    snapshot_every: int,
+    keep_snapshots: int,
     model: Output[Model],
 ):
     """Trains 3DGAN; the Model artifact is the trainer's whole output folder (generator, timings...)."""
@@ -117,14 +119,18 @@ def evaluate_gan(
     model: Input[Model],
     eval_events: int,
     eval_seed: int,
+    select_best: bool,
+    best_of_last: int,
     evaluation: Output[Artifact],
     report: Output[HTML],
     metrics: Output[Metrics],
 ):
     """Validates generated showers against the Monte Carlo test split.
 
-    `evaluation` is the evaluator's whole folder (metrics.json, report.html, plots/); `report`
-    is report.html alone, which the Vertex AI and Kubeflow UIs render inline.
+    `evaluation` is the evaluator's whole folder (metrics.json, report.html, plots/, and
+    generator/: the generator evaluated, the best snapshot of the training run unless
+    select_best is off; metrics.json's `selected_generator` names it); `report` is report.html
+    alone, which the Vertex AI and Kubeflow UIs render inline.
     """
     import os
 
@@ -146,9 +152,12 @@ def evaluate_gan(
         f.write(uri.read_bytes(uri.join(out_dir, "report.html")))
     passed = bool(result["verdict"]["passed"])
     evaluation.metadata["passed"] = passed
+    evaluation.metadata["selected_generator"] = result["selected_generator"]
     report.metadata["passed"] = passed
     log_scalars(metrics, result["summary"].get("generated", {}))
     metrics.log_metric("passed", float(passed))
+    if result["selected_generator"]["step"] is not None:
+        metrics.log_metric("selected_step", float(result["selected_generator"]["step"]))
 
 
 def collect_benchmark(

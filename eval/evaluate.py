@@ -7,11 +7,13 @@ same conditions and the same size. Every metric is computed twice against the sa
 score with this many events. Re-dealing events of nearly equal conditions between the two halves
 gives the floor's spread with both condition sets kept, as every evaluation keeps them
 (eval/null_model.py), and the verdict allows each metric its floor plus k standard deviations
-(eval/verdict.py, rules in eval/thresholds/default.yaml).
+(eval/verdict.py, rules in eval/thresholds/default.yaml). The generator judged is, by default,
+the training run's best snapshot by 3DGAN's best-epoch rule (eval/best_epoch.py).
 
-Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
-Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
-so a reader that finds metrics.json finds a complete evaluation.
+Outputs (``output_dir``, local or gs://): ``generator/`` (a copy of the generator evaluated),
+``plots/*.png``, ``report.html`` and ``metrics.json``. Everything is computed in memory first;
+each file is written atomically and ``metrics.json`` last, so a reader that finds metrics.json
+finds a complete evaluation.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_c
 from data_prep.console import configure_console, import_quietly
 from data_prep.manifest import SPLITS
 from data_prep.strict_fields import reject_unknown_keys
+from eval import best_epoch
 from eval import calochallenge as cc
 from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ShowerFeatures, compute_features
 from eval.metrics import BinningConfig, compare_physics
@@ -73,6 +76,14 @@ class EvalConfig:
         kpd_batches: Number of KPD batches (jetnet's num_batches).
         thresholds: YAML file (local or gs://) with the verdict rules; empty means the packaged
             eval/thresholds/default.yaml.
+        select_best: Score the training run's generator snapshots and its final generator by
+            sampling_fraction_mre (3DGAN's best-epoch quantity, on the same Monte Carlo events)
+            and evaluate the best of the last best_of_last (eval/best_epoch.py); without
+            snapshots the final generator is evaluated, as with --no-select-best.
+        best_of_last: Candidates scored: the last this many by step (3DGAN: the last 10 epochs).
+            Each costs one generation of half the test events.
+        snapshots_dir: Folder of the run's generator snapshots; empty: the snapshots/ folder
+            beside generator_dir (the trainer's layout).
     """
 
     data: str = field(metadata={"path": "input"})
@@ -99,6 +110,9 @@ class EvalConfig:
     kpd_batch_size: int = 10_000
     kpd_batches: int = cc.JETNET_KPD_NUM_BATCHES
     thresholds: str = ""
+    select_best: bool = True
+    best_of_last: int = 10
+    snapshots_dir: str = field(default="", metadata={"path": "input"})
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
@@ -114,7 +128,7 @@ class EvalConfig:
                 f"fpd_min_samples and fpd_max_samples must satisfy 1 < min <= max, got "
                 f"{self.fpd_min_samples} and {self.fpd_max_samples}"
             )
-        for name in ("fpd_batches", "fpd_points", "kpd_batches"):
+        for name in ("fpd_batches", "fpd_points", "kpd_batches", "best_of_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kpd_batch_size < 2:
@@ -448,6 +462,30 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
     return _json_safe(payload)
 
 
+def _select_generator(
+    config: EvalConfig, final: Any, ecal_raw: np.ndarray, energy: np.ndarray, angle: np.ndarray
+) -> best_epoch.Selection:
+    """The generator to evaluate: the best snapshot (config.select_best) or the final generator."""
+    if config.select_best:
+        snapshots = config.snapshots_dir or best_epoch.snapshots_beside(config.generator_dir)
+        candidates = best_epoch.find_candidates(config.generator_dir, final, snapshots, config.best_of_last)
+    else:
+        candidates = [best_epoch.unselected(config.generator_dir, final)]
+    a_idx, b_idx = split_halves(_checked_size(energy), config.seed)  # the split monte_carlo_floor makes
+    if len(candidates) > 1:
+        LOG.info("scoring %d generators by %s (best of the last %d)", len(candidates), best_epoch.METRIC,
+                 config.best_of_last)
+    selection = best_epoch.select_best(
+        candidates,
+        energy[a_idx], best_epoch.sampling_fractions(ecal_raw, a_idx, energy[a_idx]),
+        best_epoch.sampling_fractions(ecal_raw, b_idx, energy[b_idx]),
+        energy[b_idx], angle[b_idx], config.binning(), config.seed, config.batch_size,
+    )
+    if not config.select_best:
+        selection.rule = "select_best off: the final generator"
+    return selection
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate an exported generator against the Monte Carlo test split and publish the report.
 
@@ -456,7 +494,7 @@ def evaluate(config: EvalConfig) -> dict:
 
     Returns:
         The metrics.json content (``summary``, ``verdict``, ``counts``, per-bin details, ``config``,
-        ``seed``, ``versions``, ``outputs``).
+        ``seed``, ``versions``, ``selected_generator``, ``snapshot_selection``, ``outputs``).
 
     Raises:
         ValueError: on a bad manifest, too few test events, or a generator of the wrong shape.
@@ -489,16 +527,23 @@ def evaluate(config: EvalConfig) -> dict:
             f"holds {tuple(ecal_raw.shape[1:4])}"
         )
 
+    energy, angle = np.asarray(data["energy"]), np.asarray(data[angle_key])
+    selection = _select_generator(config, bundle, ecal_raw, energy, angle)
+    chosen = selection.chosen.load()
+
     def generate(energy: np.ndarray, angle: np.ndarray) -> np.ndarray:
-        return bundle.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
+        return chosen.generate(energy, angle, seed=config.seed, batch_size=config.batch_size)
 
     results, feats = evaluate_arrays(
-        ecal_raw, np.asarray(data["energy"]), np.asarray(data["theta"]), generate, config,
-        condition_angle=np.asarray(data[angle_key]),
+        ecal_raw, energy, np.asarray(data["theta"]), generate, config, condition_angle=angle,
     )
+    if not selection.scored:
+        selection.fill_from_full_evaluation(results["generated"]["flat"].get("sampling_fraction_mre"))
+    generator_copy = best_epoch.write_generator(config.output_dir, selection.chosen, chosen)
     extra = {
         "generator_angle_key": angle_key,
-        "generator_config": bundle.config,
+        "generator_config": chosen.config,
+        **selection.metrics(generator_copy, config.best_of_last),
         "power": power,
         "wall_seconds": time.monotonic() - started,
     }
@@ -509,6 +554,7 @@ def evaluate(config: EvalConfig) -> dict:
     from data_prep import uri
 
     metrics["outputs"] = {
+        "generator": generator_copy,
         "metrics": uri.join(config.output_dir, "metrics.json"),
         "report": uri.join(config.output_dir, "report.html"),
         "plots": [uri.join(config.output_dir, "plots", f"{f.name}.png") for f in figures],
@@ -552,7 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"(noise floor {check['noise_floor']}; {check['rule']})",
                 file=sys.stderr,
             )
-    print(json.dumps({"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir}))
+    print(json.dumps({"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir,
+                      "selected_step": metrics["selected_generator"]["step"]}))
     return 0 if verdict_["passed"] or no_fail else 1
 
 

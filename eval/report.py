@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
+from eval.best_epoch import selection_html
 from eval.features import AXES, CELL_SPECTRUM_EDGES, ShowerFeatures
 
 SAMPLE_STYLE = {
@@ -352,6 +353,7 @@ def render_html(figures: list[ReportFigure], metrics: dict) -> str:
     counts = metrics.get("counts", {})
     if counts:
         parts.append("<p>" + ", ".join(f"{html.escape(k)}: {_fmt(v)}" for k, v in counts.items()) + "</p>")
+    parts.append(selection_html(metrics))
     for fig in figures:
         b64 = base64.b64encode(fig.png).decode("ascii")
         rows = "".join(

@@ -128,8 +128,12 @@ PARAMETERS: tuple[Param, ...] = (
     Param("precision", "train", "precision"),
     Param("jit_compile", "train", "jit_compile"),
     Param("train_seed", "train", "seed"),
+    Param("snapshot_every", "train", "snapshot_every"),
+    Param("keep_snapshots", "train", "keep_snapshots"),
     Param("eval_events", "evaluate", "max_events"),
     Param("eval_seed", "evaluate", "seed"),
+    Param("select_best", "evaluate", "select_best"),
+    Param("best_of_last", "evaluate", "best_of_last"),
     Param("warmup_steps", "benchmark", "warmup_steps"),
     # A record of the compiled profile (create_pipeline sets its default; check_params refuses another).
     Param("hardware_profile", "benchmark", "hardware_profile",
