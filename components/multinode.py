@@ -22,6 +22,8 @@ def train_gan_jobset(
     precision: str,
     jit_compile: bool,
     train_seed: int,
+    snapshot_every: int,
+    keep_snapshots: int,
     jobset_request: str,
     model: Output[Model],
 ):

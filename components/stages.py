@@ -96,6 +96,8 @@ def train_gan(
     precision: str,
     jit_compile: bool,
     train_seed: int,
+    snapshot_every: int,
+    keep_snapshots: int,
     model: Output[Model],
 ):
     """Trains 3DGAN; the Model artifact is the trainer's whole output folder (generator, timings...)."""
@@ -125,17 +127,21 @@ def evaluate_gan(
     eval_events: int,
     eval_seed: int,
     eval_thresholds: str,
+    select_best: bool,
+    best_of_last: int,
     evaluation: Output[Artifact],
     report: Output[HTML],
     metrics: Output[Metrics],
 ) -> NamedTuple("EvaluateOutputs", [("verdict", str)]):
     """Validates generated showers against the Monte Carlo test split.
 
-    `evaluation` is the evaluator's whole folder (metrics.json, report.html, plots/); `report`
-    is report.html alone, which the Vertex AI and Kubeflow UIs render inline. The Metrics hold
-    every figure beside its Monte Carlo noise floor (`<name>`, `<name>_floor`). A FAILED verdict
-    does not fail the step: it returns `verdict` ("PASSED" or "FAILED"), and the DAG publishes
-    the model only when it is PASSED.
+    `evaluation` is the evaluator's whole folder (metrics.json, report.html, plots/, and
+    generator/: the generator evaluated, the best snapshot of the training run unless
+    select_best is off; metrics.json's `selected_generator` names it, and the publish step
+    publishes that copy); `report` is report.html alone, which the Vertex AI and Kubeflow UIs
+    render inline. The Metrics hold every figure beside its Monte Carlo noise floor (`<name>`,
+    `<name>_floor`) and `selected_step`. A FAILED verdict does not fail the step: it returns
+    `verdict` ("PASSED" or "FAILED"), and the DAG publishes the model only when it is PASSED.
     """
     import collections
     import os
@@ -158,9 +164,12 @@ def evaluate_gan(
         f.write(uri.read_bytes(uri.join(out_dir, "report.html")))
     passed = bool(result["verdict"]["passed"])
     evaluation.metadata["passed"] = passed
+    evaluation.metadata["selected_generator"] = result["selected_generator"]
     report.metadata["passed"] = passed
     log_with_floor(metrics, result["summary"].get("generated", {}), result["summary"].get("noise_floor", {}))
     metrics.log_metric("passed", float(passed))
+    if result["selected_generator"]["step"] is not None:
+        metrics.log_metric("selected_step", float(result["selected_generator"]["step"]))
     return collections.namedtuple("EvaluateOutputs", ["verdict"])("PASSED" if passed else "FAILED")
 
 

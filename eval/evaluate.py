@@ -7,7 +7,8 @@ same conditions and the same size. Every metric is computed twice against the sa
 score with this many events. Re-dealing events of nearly equal conditions between the two halves
 gives the floor's spread with both condition sets kept, as every evaluation keeps them
 (eval/null_model.py), and the verdict allows each metric its floor plus k standard deviations
-(eval/verdict.py, rules in eval/thresholds/default.yaml).
+(eval/verdict.py, rules in eval/thresholds/default.yaml). The generator judged is, by default,
+the training run's best snapshot by 3DGAN's best-epoch rule (eval/best_epoch.py).
 
 Several generators (``--generator A --generator B``: e.g. a 1-GPU and an 8-replica training) are
 each given half B's conditions and the same noise seed, each judged against the same floor, and
@@ -21,7 +22,8 @@ replicas included, works from these rows; the voxel classifier's downsampled cel
 at most ``classifier_voxel_max_events`` events per sample. Peak memory is thus set by the batch,
 the generators and the classifiers, not by the number of events (docs/eval.md gives measurements).
 
-Outputs (``output_dir``, local or gs://): ``plots/*.png``, ``report.html`` and ``metrics.json``.
+Outputs (``output_dir``, local or gs://): ``generator/`` (a copy of the generator evaluated;
+with several generators ``generators/<i>/``), ``plots/*.png``, ``report.html`` and ``metrics.json``.
 Everything is computed in memory first; each file is written atomically and ``metrics.json`` last,
 so a reader that finds metrics.json finds a complete evaluation.
 """
@@ -43,9 +45,10 @@ from data_prep.config_cli import ConfigArgumentParser, add_verbose_flag, build_c
 from data_prep.console import ProgressLog, configure_console, import_quietly
 from data_prep.manifest import SPLITS
 from data_prep.strict_fields import reject_unknown_keys
+from eval import best_epoch
 from eval import calochallenge as cc
 from eval.discriminator_view import DiscriminatorOutputs, DiscriminatorProbe
-from eval.features import DEFAULT_HIT_THRESHOLD_GEV, FeatureAccumulator, ShowerFeatures
+from eval.features import DEFAULT_HIT_THRESHOLD_GEV, ECAL_TO_DEPOSIT, FeatureAccumulator, ShowerFeatures
 from eval.metrics import BinningConfig, compare_physics
 from eval.null_model import resplit_replicas
 from eval.projections import ProjectionSums
@@ -102,6 +105,16 @@ class EvalConfig:
         discriminator_events: Showers of each sample passed through each generator's trained
             discriminator (found from the checkpoint beside the generator) for the report's
             discriminator figure; 0 skips it.
+        select_best: Score the training run's generator snapshots and its final generator by
+            sampling_fraction_mre (3DGAN's best-epoch quantity, on the same Monte Carlo events)
+            and evaluate the best of the last best_of_last (eval/best_epoch.py); without
+            snapshots the final generator is evaluated, as with --no-select-best.
+        best_of_last: Candidates scored: the last this many by step (3DGAN: the last 10 epochs).
+            Each costs one generation of half the test events.
+        snapshots_dir: Folder of the run's generator snapshots; empty: the snapshots/ folder
+            beside generator_dir (the trainer's layout). With several generators, selection
+            applies to each: this folder is the first one's, the others use the snapshots/
+            folder beside theirs.
     """
 
     data: str = field(metadata={"path": "input"})
@@ -131,6 +144,9 @@ class EvalConfig:
     thresholds: str = ""
     classifier_voxel_max_events: int = 5_000
     discriminator_events: int = 300
+    select_best: bool = True
+    best_of_last: int = 10
+    snapshots_dir: str = field(default="", metadata={"path": "input"})
 
     def __post_init__(self) -> None:
         self.energy_centres = tuple(float(c) for c in self.energy_centres)
@@ -151,7 +167,7 @@ class EvalConfig:
                 f"fpd_min_samples and fpd_max_samples must satisfy 1 < min <= max, got "
                 f"{self.fpd_min_samples} and {self.fpd_max_samples}"
             )
-        for name in ("fpd_batches", "fpd_points", "kpd_batches"):
+        for name in ("fpd_batches", "fpd_points", "kpd_batches", "best_of_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kpd_batch_size < 2:
@@ -967,6 +983,96 @@ def generator_function(bundle: Any, seed: int, batch_size: int) -> GenerateFn:
     return generate
 
 
+@dataclass
+class HalfSamplingFractions:
+    """Per-event sampling fractions of Monte Carlo halves A and B, and what half B's generation needs.
+
+    Attributes:
+        reference_energy, reference_sf: Half A's energies and sampling fractions.
+        energy, angle, independent_sf: Half B's energies, conditioning angles and sampling fractions.
+        chunks: Half-B events of each Monte Carlo batch, in order: the generator calls the
+            streaming evaluation makes (``stream_samples``).
+    """
+
+    reference_energy: np.ndarray
+    reference_sf: np.ndarray
+    energy: np.ndarray
+    angle: np.ndarray
+    independent_sf: np.ndarray
+    chunks: list[int]
+
+
+def half_sampling_fractions(batches: Iterable[ShowerBatch], n_events: int, seed: int) -> HalfSamplingFractions:
+    """Stream the Monte Carlo once, keeping per event only its energy, angle and sampling fraction.
+
+    The halves are ``split_halves(n_events, seed)``, the split ``stream_samples`` makes; each
+    batch's showers are summed and dropped (a few floats an event are kept).
+    """
+    n = _checked_count(int(n_events))
+    a_idx, b_idx = split_halves(n, seed)
+    half = np.full(n, -1, dtype=np.int8)
+    half[a_idx], half[b_idx] = 0, 1
+    energy, angle, sf, chunks = np.empty(n), np.empty(n), np.empty(n), []
+    done = 0
+    for batch in batches:
+        k = min(len(batch.energy), n - done)
+        if k <= 0:
+            break
+        e = np.asarray(batch.energy[:k], dtype=np.float64)
+        sums = np.asarray(batch.ecal[:k]).reshape(k, -1).sum(axis=1, dtype=np.float64)
+        energy[done:done + k], angle[done:done + k] = e, np.asarray(batch.condition_angle[:k], dtype=np.float64)
+        sf[done:done + k] = sums * ECAL_TO_DEPOSIT / e
+        chunks.append(int(np.count_nonzero(half[done:done + k] == 1)))
+        done += k
+    if done < n:
+        raise ValueError(f"the Monte Carlo ended after {done} events, {n} expected")
+    return HalfSamplingFractions(energy[a_idx], sf[a_idx], energy[b_idx], angle[b_idx], sf[b_idx], chunks)
+
+
+def _candidates(config: EvalConfig, generator_dir: str, final: Any, first: bool) -> list[best_epoch.Candidate]:
+    """The generators the selection may choose for one ``--generator`` (only the final one without select_best).
+
+    ``snapshots_dir`` names the first generator's snapshots; the others' are beside their folders.
+    """
+    if not config.select_best:
+        return [best_epoch.unselected(generator_dir, final)]
+    snapshots = (config.snapshots_dir if first and config.snapshots_dir
+                 else best_epoch.snapshots_beside(generator_dir))
+    return best_epoch.find_candidates(generator_dir, final, snapshots, config.best_of_last)
+
+
+def _select_generators(config: EvalConfig, dirs: Sequence[str], bundles: Sequence[Any], labels: Sequence[str],
+                       batches: Callable[[], Iterable[ShowerBatch]], n_events: int) -> list[best_epoch.Selection]:
+    """For each generator folder, the generator to evaluate: its run's best snapshot (select_best) or itself.
+
+    Scoring needs per-event sampling fractions only: when some folder has several candidates,
+    the Monte Carlo is streamed once (``half_sampling_fractions``) and each candidate generates
+    half B chunk by chunk, keeping the sums. A folder with one candidate is not scored: its
+    score (and the floor) come from the full evaluation (``Selection.fill_from_full_evaluation``).
+    """
+    candidates = [_candidates(config, d, b, i == 0) for i, (d, b) in enumerate(zip(dirs, bundles))]
+    halves = None
+    if any(len(c) > 1 for c in candidates):
+        t0 = time.monotonic()
+        halves = half_sampling_fractions(batches(), n_events, config.seed)
+        LOG.info("sampling fractions of %d Monte Carlo events in %.1f s", n_events, time.monotonic() - t0)
+    selections = []
+    for label, cands in zip(labels, candidates):
+        if len(cands) > 1:
+            LOG.info("%s: scoring %d generators by %s (best of the last %d)", label, len(cands), best_epoch.METRIC,
+                     config.best_of_last)
+            selection = best_epoch.select_best(
+                cands, halves.reference_energy, halves.reference_sf, halves.independent_sf, halves.energy,
+                halves.angle, config.binning(), config.seed, config.batch_size, halves.chunks)
+        else:
+            series = [{**cands[0].row(), best_epoch.METRIC: None, "selected": True}]
+            selection = best_epoch.Selection(cands[0], series, float("nan"), scored=False)
+        if not config.select_best:
+            selection.rule = "select_best off: the final generator"
+        selections.append(selection)
+    return selections
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate one or several exported generators against the Monte Carlo test split and publish the report.
 
@@ -975,8 +1081,9 @@ def evaluate(config: EvalConfig) -> dict:
 
     Returns:
         The metrics.json content (``summary``, ``verdict``, ``counts``, per-bin details, ``config``,
-        ``seed``, ``versions``, ``outputs``; with several generators, ``generators`` holds each
-        one's, see ``assemble_metrics_many``).
+        ``seed``, ``versions``, ``selected_generator``, ``snapshot_selection``, ``outputs``; with
+        several generators, ``generators`` holds each one's, see ``assemble_metrics_many``, and
+        each generator's selection).
 
     Raises:
         ValueError: on a bad manifest, too few test events, generators that do not fit the
@@ -1011,6 +1118,14 @@ def evaluate(config: EvalConfig) -> dict:
         image_shape = tuple(int(v) for v in bundle.config.get("image_shape", cells))
         if image_shape != cells:
             raise ValueError(f"generator {d} makes {image_shape} images but dataset {config.data} holds {cells}")
+
+    def batches() -> Iterable[ShowerBatch]:
+        return dataset_batches(config.data, config.split, power, angle_key)
+
+    # Best epoch, before the full evaluation: each folder's generator is replaced by its run's best
+    # snapshot (eval/best_epoch.py), scored from per-event sampling fractions only.
+    selections = _select_generators(config, dirs, bundles, labels, batches, n_events)
+    bundles = [s.chosen.load() for s in selections]
     inputs, notes = [], {}
     for d, label, bundle in zip(dirs, labels, bundles):
         probe, reason = load_discriminator(d) if config.discriminator_events else (None, "discriminator_events is 0")
@@ -1019,17 +1134,28 @@ def evaluate(config: EvalConfig) -> dict:
         inputs.append(GeneratorInput(label, generator_function(bundle, config.seed, config.batch_size), probe))
     LOG.info("evaluating %d Monte Carlo events of %s in batches of %d (power %.3g undone), %d generator(s)",
              n_events, config.data, STREAM_BATCH, power, len(inputs))
-    ev = evaluate_stream_generators(dataset_batches(config.data, config.split, power, angle_key), n_events, inputs,
-                                    config)
+    ev = evaluate_stream_generators(batches(), n_events, inputs, config)
+    from data_prep import uri
+
+    copies = []
+    for i, (selection, bundle, view) in enumerate(zip(selections, bundles, ev.views)):
+        if not selection.scored:
+            selection.fill_from_full_evaluation(view.results["generated"]["flat"].get(best_epoch.METRIC),
+                                                view.results["noise_floor"]["flat"].get(best_epoch.METRIC))
+        relative = best_epoch.GENERATOR_DIR if len(dirs) == 1 else f"generators/{i + 1}"
+        copies.append((best_epoch.write_generator(config.output_dir, selection.chosen, bundle, relative), relative))
     for d, view in zip(dirs, ev.views):
         view.source = d
         if view.discriminator is None:
             view.discriminator_note = notes[view.label]
         view.training, view.training_note = read_training_log(d)
     extra = {"generator_angle_key": angle_key, "power": power, "wall_seconds": time.monotonic() - started}
-    per_generator = [{"generator_dir": d, "generator_config": b.config} for d, b in zip(dirs, bundles)]
+    per_generator = [{"generator_dir": d, "generator_config": b.config,
+                      **s.metrics(path, config.best_of_last, relative)}
+                     for d, b, s, (path, relative) in zip(dirs, bundles, selections, copies)]
     if len(dirs) == 1:
         extra["generator_config"] = bundles[0].config
+        extra.update(selections[0].metrics(copies[0][0], config.best_of_last))
         per_generator = [{}]
     metrics = assemble_metrics_many(ev.views, config, per_generator, extra)
     for view in ev.views:
@@ -1039,9 +1165,8 @@ def evaluate(config: EvalConfig) -> dict:
     t0 = time.monotonic()
     report = build_report(report_inputs(ev, config), config.to_dict())
     LOG.info("report: %d figures in %.1f s", len(report.figures), time.monotonic() - t0)
-    from data_prep import uri
-
     metrics["outputs"] = {
+        **({"generator": copies[0][0]} if len(dirs) == 1 else {"generators": [path for path, _ in copies]}),
         "metrics": uri.join(config.output_dir, "metrics.json"),
         "report": uri.join(config.output_dir, "report.html"),
         "plots": [uri.join(config.output_dir, "plots", f"{f.name}.png") for f in report.figures],
@@ -1094,10 +1219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_failures(g["label"], g["verdict"])
         out = {"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir,
                "generators": {g["label"]: {"passed": g["verdict"]["passed"], "failed": g["verdict"]["failed"],
-                                           "generator_dir": g.get("generator_dir")} for g in metrics["generators"]}}
+                                           "generator_dir": g.get("generator_dir"),
+                                           "selected_step": (g.get("selected_generator") or {}).get("step")}
+                               for g in metrics["generators"]}}
     else:
         _print_failures("", verdict_)
-        out = {"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir}
+        out = {"passed": verdict_["passed"], "failed": verdict_["failed"], "output_dir": config.output_dir,
+               "selected_step": metrics["selected_generator"]["step"]}
     print(json.dumps(out))
     return 0 if verdict_["passed"] or no_fail else 1
 

@@ -206,6 +206,41 @@ def compare_energy_bin(reference: ShowerFeatures, candidate: ShowerFeatures) -> 
     }
 
 
+def sampling_fraction_mre(
+    reference_energy: np.ndarray,
+    reference_sf: np.ndarray,
+    candidate_energy: np.ndarray,
+    candidate_sf: np.ndarray,
+    cfg: BinningConfig,
+) -> dict:
+    """``compare_physics``'s ``sampling_fraction_mre`` from the per-event sampling fractions alone.
+
+    3DGAN's best-epoch quantity, for scoring many generators cheaply (eval/best_epoch.py): the
+    same bins (built from the reference energies), the same skip rule and the same per-bin
+    relative error of the mean sampling fraction as ``compare_physics``, which needs every
+    feature of every shower; tests/test_best_epoch.py checks that both agree.
+
+    Returns:
+        ``{"sampling_fraction_mre": mean over used bins, "energy_bins": [{label, n_reference,
+        n_candidate, skipped, sampling_fraction_rel_err}]}``.
+    """
+    # float64 as ShowerFeatures holds them: quantile edges computed in float32 can put an event
+    # at an edge into the other bin.
+    ref_e, cand_e = (np.asarray(e, dtype=np.float64) for e in (reference_energy, candidate_energy))
+    ref_sf, cand_sf = (np.asarray(sf, dtype=np.float64) for sf in (reference_sf, candidate_sf))
+    rows = []
+    for b in energy_bins(ref_e, cfg):
+        mr, mc = b.mask(ref_e), b.mask(cand_e)
+        row = {"label": b.label, "n_reference": int(mr.sum()), "n_candidate": int(mc.sum())}
+        row["skipped"] = min(row["n_reference"], row["n_candidate"]) < cfg.min_events_per_bin
+        row["sampling_fraction_rel_err"] = (
+            float("nan") if row["skipped"] else relative_error(_nanmean(cand_sf[mc]), _nanmean(ref_sf[mr]))
+        )
+        rows.append(row)
+    mre = _nanmean(r["sampling_fraction_rel_err"] for r in rows if not r["skipped"])
+    return {"sampling_fraction_mre": mre, "energy_bins": rows}
+
+
 def compare_physics(reference: ShowerFeatures, candidate: ShowerFeatures, cfg: BinningConfig) -> dict:
     """Compare two samples bin by bin with the 3DGAN analysis quantities.
 

@@ -159,7 +159,11 @@ def headline_with_floor(metrics: dict) -> dict[str, dict[str, Any]]:
 
 def _source_files(config: PublishConfig) -> dict[str, str]:
     """Published relative path -> source URI, every required file checked to exist."""
-    generator_dir = uri.join(config.model_dir, "generator")
+    # The generator the verdict judged: the evaluator's copy (the best snapshot when it selected
+    # one, eval/best_epoch.py), else the trainer's final export.
+    generator_dir = uri.join(config.evaluation_dir, "generator")
+    if not uri.list_files(generator_dir):
+        generator_dir = uri.join(config.model_dir, "generator")
     generator_files = uri.list_files(generator_dir)
     if not generator_files:
         raise FileNotFoundError(f"no exported generator under {generator_dir}")

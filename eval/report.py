@@ -35,6 +35,7 @@ from eval.features import ShowerFeatures
 from eval.plot_common import LOW_STATS_EVENTS, png_bytes
 from eval.plots_physics import Drawn
 from eval.report_inputs import GeneratorView, ReportInputs
+from eval.best_epoch import selection_html
 
 
 class MetricRow(NamedTuple):
@@ -344,6 +345,7 @@ def render_html(report: "Report | list[ReportFigure]", metrics: dict) -> str:
     counts = metrics.get("counts", {})
     if counts:
         parts.append("<p>" + ", ".join(f"{html.escape(k)}: {_fmt(v)}" for k, v in counts.items()) + "</p>")
+    parts.append(selection_html(metrics))
     toc = " &middot; ".join(f"<a href='#{_anchor(f.name)}'>{html.escape(f.name)}</a>" for f in report.figures)
     parts.append(f"<p id='contents'>Figures: {toc}</p>")
     parts.append(_warn_box("Figures not drawn", [f"{name}: {reason}" for name, reason in report.missing], "missing-figures"))

@@ -18,6 +18,7 @@ TINY = {
     "batch_size_per_replica": "8",
     "distribution_strategy": "default",
     "warmup_steps": "1",
+    "snapshot_every": "13",  # two generator snapshots for the evaluator's best-epoch selection
 }
 
 
@@ -80,6 +81,13 @@ def test_dag_runs_locally_and_collects_a_run_folder(tmp_path, capsys):
 
     metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
     assert isinstance(metrics["verdict"]["passed"], bool) and metrics["verdict"]["checks"]
+    # Best epoch: both snapshots scored, the chosen one evaluated and copied beside its metrics.
+    assert sorted(os.listdir(run_dir / "model" / "snapshots")) == [
+        f"step_0000000{s}.{e}" for s in (13, 26) for e in ("json", "npz")]
+    series = metrics["snapshot_selection"]["series"]
+    assert [r["step"] for r in series] == [13, 26] and all(r["sampling_fraction_mre"] is not None for r in series)
+    assert metrics["selected_generator"]["step"] == min(series, key=lambda r: r["sampling_fraction_mre"])["step"]
+    assert os.path.exists(run_dir / "evaluation" / "generator" / "generator.keras")
     bench = json.loads((run_dir / "benchmark" / "benchmark.json").read_text())
     assert bench["status"] == "measured" and bench["showers_per_second"] > 0
     assert bench["measured_steps"] == 24 and bench["warmup_step_ranges"] == [[1, 2]]

@@ -104,7 +104,8 @@ def test_component_signatures_match_the_wiring():
 def test_stage_values_map_pipeline_names_onto_config_fields():
     values = PipelineParams(training_loop="builtin", train_seed=5, eval_events=40).to_dict()
     assert stage_values("train", values)["loop"] == "builtin" and stage_values("train", values)["seed"] == 5
-    assert stage_values("evaluate", values) == {"max_events": 40, "seed": 7, "thresholds": ""}
+    assert stage_values("evaluate", values) == {"max_events": 40, "seed": 7, "thresholds": "", "select_best": True,
+                                                "best_of_last": 10}
     publish = PipelineParams(models_uri="gs://b/models", model_name="calo").to_dict()
     assert stage_values("publish", publish) == {"destination": "gs://b/models", "model_name": "calo",
                                                 "register_vertex_model": False}

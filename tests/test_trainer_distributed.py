@@ -128,7 +128,7 @@ def test_multi_worker_two_processes_finish_with_identical_weights(manifest, tmp_
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen(
             _cli(manifest, tmp_path / "run", "--strategy", "multi_worker", "--max-steps", "3",
-                 "--steps-per-call", "1", "--checkpoint-every", "2"),
+                 "--steps-per-call", "1", "--checkpoint-every", "2", "--snapshot-every", "1"),
             env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = _finish_all(procs)
     assert [o["is_chief"] for o in outputs] == [True, False]
@@ -142,6 +142,9 @@ def test_multi_worker_two_processes_finish_with_identical_weights(manifest, tmp_
     ckpts = tmp_path / "run" / "checkpoints"
     assert (ckpts / "ckpt-3.index").exists()
     assert not [n for n in os.listdir(ckpts) if n.startswith(".worker")]  # scratch copies removed
+    # Generator snapshots: the chief alone writes them, mid-run too (no collective involved).
+    assert sorted(os.listdir(tmp_path / "run" / "snapshots")) == [
+        f"step_00000000{s}.{e}" for s in (1, 2, 3) for e in ("json", "npz")]
 
 
 def test_sigkill_mid_run_then_restart_finishes_with_the_uninterrupted_weights(manifest, tmp_path):

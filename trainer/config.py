@@ -74,6 +74,12 @@ class TrainConfig:
         shuffle: Shuffle the training input (deterministically, from seed).
         checkpoint_every: Save a checkpoint every this many steps (0: only at the end).
         keep_checkpoints: Checkpoints kept by the CheckpointManager.
+        snapshot_every: Save the generator's weights alone (output_dir/snapshots/, a few MB)
+            every this many steps, the candidates of the evaluator's best-epoch selection;
+            0: once an epoch (every steps_per_epoch steps, derived from the dataset when not
+            set). A snapshot is also taken at the end of the run.
+        keep_snapshots: Snapshots kept, the newest by step (3DGAN picks the best of the last
+            10 epochs); 0: no snapshots.
         log_every: Progress log / TensorBoard scalars every this many steps.
         empty_check_every: Check generated showers for emptiness every this many calls
             (a call runs steps_per_call steps).
@@ -116,6 +122,8 @@ class TrainConfig:
     shuffle: bool = True
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
+    snapshot_every: int = 0
+    keep_snapshots: int = 10
     log_every: int = 10
     empty_check_every: int = 1
     empty_patience: int = 50
@@ -135,7 +143,8 @@ class TrainConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 1")
-        for name in ("epochs", "steps_per_epoch", "max_steps", "checkpoint_every", "cpu_logical_devices"):
+        for name in ("epochs", "steps_per_epoch", "max_steps", "checkpoint_every", "cpu_logical_devices",
+                     "snapshot_every", "keep_snapshots"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
         if self.cpu_logical_devices > 1 and self.strategy not in ("auto", "mirrored"):

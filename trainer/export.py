@@ -23,6 +23,33 @@ MODEL_FILE = "generator.keras"
 CONFIG_FILE = "generator_config.json"
 
 
+def generator_config(preset_name: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The generator_config.json content: what a user needs to call the generator, plus `info`
+    (angle_key, energy_scale, seed, steps...; its keys win)."""
+    preset = get_preset(preset_name)
+    return {
+        "latent_dim": preset.generator.latent_dim,
+        "image_shape": list(preset.image_shape),
+        "power": preset.power,
+        "energy_scale": 100.0,
+        "angle_key": "mtheta",
+        "preset": preset.name,
+        "conditioning": "[energy / energy_scale, angle] + standard normal noise",
+        **info,
+    }
+
+
+def float32_generator(preset_name: str, weights: list[np.ndarray]) -> keras.Model:
+    """The preset's generator built from stock Keras layers in float32, holding `weights`.
+
+    `weights` is any generator's get_weights() list of this preset: the fused training model,
+    any precision, or the stock model itself list their variables in the same order.
+    """
+    model = build_generator(get_preset(preset_name), "float32", implementation="keras")
+    model.set_weights([np.asarray(w, dtype=np.float32) for w in weights])
+    return model
+
+
 def export_generator(generator: keras.Model, preset_name: str, output_dir: str,
                      info: dict[str, Any]) -> str:
     """Write `output_dir`/generator.keras then generator_config.json (last, so a folder with a
@@ -42,19 +69,8 @@ def export_generator(generator: keras.Model, preset_name: str, output_dir: str,
     Returns:
         The folder written.
     """
-    preset = get_preset(preset_name)
-    model = build_generator(preset, "float32", implementation="keras")
-    model.set_weights([np.asarray(w, dtype=np.float32) for w in generator.get_weights()])
-    config = {
-        "latent_dim": preset.generator.latent_dim,
-        "image_shape": list(preset.image_shape),
-        "power": preset.power,
-        "energy_scale": 100.0,
-        "angle_key": "mtheta",
-        "preset": preset.name,
-        "conditioning": "[energy / energy_scale, angle] + standard normal noise",
-        **info,
-    }
+    model = float32_generator(preset_name, generator.get_weights())
+    config = generator_config(preset_name, info)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, MODEL_FILE)
         model.save(local)

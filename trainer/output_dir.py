@@ -17,7 +17,7 @@ from data_prep import uri
 
 #: What a training run writes into its output folder (CONTRACTS §3); nothing else is removed.
 RUN_FILES = ("config.json", "summary.json", "timings.jsonl")
-RUN_FOLDERS = ("checkpoints", "generator", "tensorboard")
+RUN_FOLDERS = ("checkpoints", "generator", "snapshots", "tensorboard")
 
 
 class OutputDirConflictError(ValueError):

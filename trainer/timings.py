@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 #: resumed with more steps (or a new output folder) keeps its identity; the dataset is recorded
 #: on its own (`dataset`).
 NOT_HASHED_FIELDS = ("data", "output_dir", "epochs", "steps_per_epoch", "max_steps", "checkpoint_every",
-                     "keep_checkpoints", "log_every", "empty_check_every", "empty_patience", "empty_threshold")
+                     "keep_checkpoints", "snapshot_every", "keep_snapshots", "log_every",
+                     "empty_check_every", "empty_patience", "empty_threshold")
 #: Keys every record of one run shares (eval.benchmark refuses a timings file that mixes them).
 IDENTITY_KEYS = ("preset", "dataset", "config_hash")
 

@@ -22,12 +22,13 @@ from trainer.checkpointing import Checkpointer, make_checkpoint
 from trainer.cli import build_parser, main  # noqa: F401  (python -m trainer.train; older imports)
 from trainer.config import TrainConfig, scaled_learning_rate
 from trainer.custom_loop import CustomLoop
-from trainer.export import export_generator
+from trainer.export import export_generator, generator_config
 from trainer.gan import GAN
 from trainer.inputs import DatasetFn, distributed_input, manifest_dataset_fn
 from trainer.models import Discriminator, build_generator
 from trainer.output_dir import RunIdentity, dataset_fingerprint, prepare_output_dir
 from trainer.presets import get_preset
+from trainer.snapshots import SNAPSHOT_DIR, SnapshotWriter
 from trainer.steps import StepSettings
 from trainer.strategy import device_kind, make_strategy, split_cpu, task_info
 from trainer.timings import Progress, TimingLog, config_hash, run_fingerprint, run_identity, write_scalar
@@ -115,9 +116,13 @@ class _RunHooks:
     """Per-call bookkeeping shared by both loops: timings, guard, progress, TensorBoard, saves."""
 
     def __init__(self, config: TrainConfig, total: int, start: int, steps_per_epoch: int,
-                 global_batch: int, replicas: int, chief: bool, checkpointer: Checkpointer):
+                 global_batch: int, replicas: int, chief: bool, checkpointer: Checkpointer,
+                 generator: keras.Model, snapshots: Optional[SnapshotWriter]):
         out = config.output_dir
         self.config = config
+        self.generator = generator
+        self.snapshots = snapshots  # None: not the chief, or keep_snapshots=0
+        self.snapshot_every = config.snapshot_every or steps_per_epoch
         self.steps_per_epoch = steps_per_epoch
         self.global_batch = global_batch
         self.replicas = replicas
@@ -152,11 +157,19 @@ class _RunHooks:
         ck = self.config.checkpoint_every
         if ck and (step - steps) // ck != step // ck:
             self.save(step)
+        se = self.snapshot_every
+        if (step - steps) // se != step // se:
+            self.snapshot(step)
 
     def save(self, step: int) -> None:
         if step != self.last_saved or not self.checkpointer.manager.latest_checkpoint:
             self.checkpointer.save(step)
             self.last_saved = step
+
+    def snapshot(self, step: int) -> None:
+        """The generator's weights at `step` (chief only; after the step's timing was taken)."""
+        if self.snapshots is not None:
+            self.snapshots.save(self.generator.get_weights(), step, step / self.steps_per_epoch)
 
     def close(self) -> None:
         self.timings.flush()
@@ -189,8 +202,9 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
             config.steps_per_epoch or config.max_steps.
 
     Returns:
-        TrainResult; the chief has written config.json, checkpoints/, generator/,
-        timings.jsonl, tensorboard/ and, last, summary.json under config.output_dir.
+        TrainResult; the chief has written config.json, checkpoints/, snapshots/ (unless
+        keep_snapshots is 0; trainer.snapshots), generator/, timings.jsonl, tensorboard/ and,
+        last, summary.json under config.output_dir.
 
     Raises:
         ValueError: bad configuration or a dataset whose image shape does not fit the preset.
@@ -302,8 +316,16 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
              "(%d per epoch), loop %s", preset.name, type(strategy).__name__, replicas,
              global_batch, lr, start, total, steps_per_epoch, config.loop)
 
+    export_info = {"angle_key": config.angle_key, "energy_scale": config.energy_scale,
+                   "seed": config.seed, "precision_trained": config.precision, "versions": _versions()}
+    snapshots = None
+    if chief and config.keep_snapshots:
+        snapshots = SnapshotWriter(
+            uri.join(out, SNAPSHOT_DIR), config.keep_snapshots,
+            lambda step: generator_config(preset.name, {**export_info, "steps": step}))
+        snapshots.prune_after(start)
     hooks = _RunHooks(config, total, start, steps_per_epoch, global_batch, replicas, chief,
-                      checkpointer)
+                      checkpointer, generator, snapshots)
     try:
         if start < total:
             dist = distributed_input(strategy, dataset_fn, global_batch, start)
@@ -338,15 +360,13 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
                             callbacks=[_fit_callback(hooks, step_var)])
         done = int(step_var.numpy())
         hooks.save(done)
+        hooks.snapshot(done)
     finally:
         hooks.close()
 
     gen_dir = uri.join(out, "generator")
     if chief:
-        export_generator(generator, preset.name, gen_dir, {
-            "angle_key": config.angle_key, "energy_scale": config.energy_scale,
-            "seed": config.seed, "steps": done, "precision_trained": config.precision,
-            "versions": _versions()})
+        export_generator(generator, preset.name, gen_dir, {**export_info, "steps": done})
     result = TrainResult(
         output_dir=out, steps=done, start_step=start, epochs=done / steps_per_epoch,
         final_losses=hooks.last_logs, wall_seconds=time.monotonic() - started,
@@ -355,7 +375,8 @@ def train(config: TrainConfig, dataset_fn: Optional[DatasetFn] = None) -> TrainR
         device_kind=derived["device_kind"], generator_dir=gen_dir,
         weights_digest=_digest(generator), is_chief=chief,
         extra={"loop": config.loop, "preset": preset.name, "precision": config.precision,
-               "strategy_class": derived["strategy_class"], "steps_per_epoch": steps_per_epoch},
+               "strategy_class": derived["strategy_class"], "steps_per_epoch": steps_per_epoch,
+               "snapshot_steps": sorted(snapshots.steps) if snapshots is not None else []},
     )
     if chief:
         uri.write_text(uri.join(out, "summary.json"),
