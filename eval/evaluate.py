@@ -897,13 +897,21 @@ def assemble_metrics(results: dict, config: EvalConfig, extra: dict | None = Non
         "generated": results["generated"]["flat"],
         "noise_floor": results["noise_floor"]["flat"],
     }
-    payload = {
+    return _payload({
         "summary": summary,
         "verdict": results["verdict"],
         "counts": results["counts"],
         "generated": _comparison(results["generated"]),
-        "noise_floor": _comparison(results["noise_floor"]),
-        "null": results["null"],
+    }, results, config, extra)
+
+
+def _payload(body: dict, floor: dict, config: EvalConfig, extra: dict | None) -> dict:
+    """metrics.json: ``body`` (the generators' part), then what every evaluation records once:
+    the noise floor, the null, the config, seed and versions, and ``extra`` over them."""
+    payload = {
+        **body,
+        "noise_floor": _comparison(floor["noise_floor"]),
+        "null": floor["null"],
         "config": config.to_dict(),
         "seed": config.seed,
         "versions": software_versions(),
@@ -939,7 +947,7 @@ def assemble_metrics_many(views: Sequence[GeneratorView], config: EvalConfig, pe
             **more,
         })
     passed = all(g["verdict"]["passed"] for g in generators)
-    payload = {
+    return _payload({
         "summary": {"passed": passed, "noise_floor": floor["noise_floor"]["flat"],
                     "generators": {g["label"]: g["summary"] for g in generators}},
         "verdict": {"passed": passed,
@@ -948,15 +956,7 @@ def assemble_metrics_many(views: Sequence[GeneratorView], config: EvalConfig, pe
                     "thresholds": floor["verdict"]["thresholds"]},
         "generators": generators,
         "counts": {k: v for k, v in floor["counts"].items() if k in ("mc_events", "reference_events")},
-        "noise_floor": _comparison(floor["noise_floor"]),
-        "null": floor["null"],
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "versions": software_versions(),
-    }
-    if extra:
-        payload.update(extra)
-    return _json_safe(payload)
+    }, floor, config, extra)
 
 
 def _snapshot_selection(metrics: dict, label: str) -> Any:
