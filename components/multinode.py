@@ -17,6 +17,7 @@ def train_gan_jobset(
     batch_size_per_replica: int,
     learning_rate: float,
     lr_scaling: str,
+    d_mode_in_g_update: str,
     distribution_strategy: str,
     cpu_logical_devices: int,
     precision: str,

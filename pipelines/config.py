@@ -132,6 +132,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("batch_size_per_replica", "train", "batch_size_per_replica"),
     Param("learning_rate", "train", "learning_rate"),
     Param("lr_scaling", "train", "lr_scaling"),
+    Param("d_mode_in_g_update", "train", "d_mode_in_g_update"),
     # Not `strategy`: a Vertex AI custom job has its own `strategy` input (STANDARD/SPOT scheduling).
     Param("distribution_strategy", "train", "strategy"),
     Param("cpu_logical_devices", "train", "cpu_logical_devices",
